@@ -119,6 +119,7 @@ pub struct GitRepositoryDefinition {
     pub ssh_known_hosts: Option<String>,
     pub https_user: Option<String>,
     /// Base64-encoded PEM CA certificate.
+    #[serde(rename = "httpsCACert")]
     pub https_ca_cert: Option<String>,
     /// Name of an existing Secret in the namespace holding every auth key Flux needs.
     pub local_auth_ref: Option<String>,

@@ -18,7 +18,9 @@ pub enum RenderError {
     Yaml(String),
     #[error("document {index}: {message}")]
     Document { index: usize, message: String },
-    #[error("no FluxConfig (apiVersion clusterconfig.azure.com/v1beta1, kind FluxConfig) in the input")]
+    #[error(
+        "no FluxConfig (apiVersion clusterconfig.azure.com/v1beta1, kind FluxConfig) in the input"
+    )]
     NoFluxConfig,
     #[error("FluxConfig {namespace}/{name}: {source}")]
     Config {

@@ -230,11 +230,7 @@ impl<'a> Context<'a> {
         Secret {
             metadata: self.meta(name, component),
             type_: Some("Opaque".to_string()),
-            data: Some(
-                data.into_iter()
-                    .map(|(k, v)| (k, ByteString(v)))
-                    .collect(),
-            ),
+            data: Some(data.into_iter().map(|(k, v)| (k, ByteString(v))).collect()),
             ..Secret::default()
         }
     }
@@ -260,6 +256,13 @@ impl<'a> Context<'a> {
             data.insert(
                 "known_hosts".to_string(),
                 decode_base64(hosts, "spec.gitRepository.sshKnownHosts")?,
+            );
+        } else if data.contains_key("identity") && is_github(def.url.as_deref()) {
+            // Flux refuses SSH without known_hosts; like Azure's extension, GitHub needs none
+            // from the user.
+            data.insert(
+                "known_hosts".to_string(),
+                GITHUB_KNOWN_HOSTS.as_bytes().to_vec(),
             );
         }
         if let Some(user) = &def.https_user {
@@ -402,7 +405,11 @@ impl<'a> Context<'a> {
         if let Some(key) = protected.get(protected::TLS_PRIVATE_KEY) {
             tls.insert("tls.key".to_string(), key.clone().into_bytes());
         }
-        if let Some(ca) = def.tls_config.as_ref().and_then(|t| t.ca_certificate.as_ref()) {
+        if let Some(ca) = def
+            .tls_config
+            .as_ref()
+            .and_then(|t| t.ca_certificate.as_ref())
+        {
             tls.insert(
                 "ca.crt".to_string(),
                 decode_base64(ca, "spec.ociRepository.tlsConfig.caCertificate")?,
@@ -521,7 +528,10 @@ impl<'a> Context<'a> {
                 path: def.path.clone(),
                 interval: go_duration(sync),
                 retry_interval: Some(go_duration(seconds(def.retry_interval_in_seconds, sync))),
-                timeout: Some(go_duration(seconds(def.timeout_in_seconds, DEFAULT_TIMEOUT))),
+                timeout: Some(go_duration(seconds(
+                    def.timeout_in_seconds,
+                    DEFAULT_TIMEOUT,
+                ))),
                 prune: def.prune.unwrap_or(false),
                 force: Some(def.force.unwrap_or(false)),
                 wait: Some(def.wait.unwrap_or(true)),
@@ -582,6 +592,22 @@ impl<'a> Context<'a> {
         };
         (sa, rb)
     }
+}
+
+/// GitHub's published SSH host keys (docs.github.com, "GitHub's SSH key fingerprints").
+pub const GITHUB_KNOWN_HOSTS: &str = "github.com ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl
+github.com ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBEmKSENjQEezOmxkZMy7opKgwFB9nkt5YRrYMjNuG5N87uRgg6CLrbo5wAdT/y6v0mKV0U2w0WZ2YB/++Tpockg=
+github.com ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABgQCj7ndNxQowgcQnjshcLrqPEiiphnt+VTTvDP6mHBL9j1aNUkY4Ue1gvwnGLVlOhGeYrnZaMgRK6+PKCUXaDbC7qtbW8gIkhL7aGCsOr/C56SJMy/BCZfxd1nWzAOxSDPgVsmerOBYfNqltV9/hWCqBywINIR+5dIg6JTJ72pcEpEjcYgXkE2YEFXV1JHnsKgbLWNlhScqb2UmyRkQyytRLtL+38TGxkxCflmO+5Z8CSSNY7GidjMIZ7Q4zMjA2n1nGrlTDkzwDCsw+wqFPGQA179cnfGWOWRVruj16z6XyvxvjJwbz0wQZ75XK5tKSb7FNyeIEs4TT4jk+S4dhPeAUC5y+bDYirYgM4GC7uEnztnZyaVWQ7B381AK4Qdrwt51ZqExKbQpTUNn+EjqoTwvqNj4kqx5QUCI0ThS/YkOxJCXmPUWZbhjpCg56i+2aB6CmK2JGhn57K5mj0MNdBXA4/WnwH6XoPWJzK5Nyu2zB3nAZp+S5hpQs+p1vN1/wsjk=
+";
+
+fn is_github(url: Option<&str>) -> bool {
+    let Some(rest) = url.and_then(|u| u.strip_prefix("ssh://")) else {
+        return false;
+    };
+    let authority = rest.split('/').next().unwrap_or_default();
+    let host = authority.rsplit('@').next().unwrap_or_default();
+    let host = host.split(':').next().unwrap_or_default();
+    host.eq_ignore_ascii_case("github.com")
 }
 
 /// Kustomizations with their dependencies first (ties by name), so a rendered stream and the
@@ -731,8 +757,11 @@ mod tests {
             assert_eq!(owner["controller"], true);
         }
         assert_eq!(
-            objects.kustomizations[0].metadata.labels.as_ref().expect("labels")
-                [labels::KUSTOMIZATION],
+            objects.kustomizations[0]
+                .metadata
+                .labels
+                .as_ref()
+                .expect("labels")[labels::KUSTOMIZATION],
             "infra"
         );
     }
@@ -743,7 +772,10 @@ mod tests {
         spec["kustomizations"]["infra"]["syncIntervalInSeconds"] = json!(90);
         spec["kustomizations"]["apps"]["retryIntervalInSeconds"] = json!(30);
         let objects = translate(&config(spec), &settings(&[])).expect("valid");
-        let (infra, apps) = (&objects.kustomizations[0].spec, &objects.kustomizations[1].spec);
+        let (infra, apps) = (
+            &objects.kustomizations[0].spec,
+            &objects.kustomizations[1].spec,
+        );
         assert_eq!(infra.interval, "1m30s");
         assert_eq!(infra.retry_interval.as_deref(), Some("1m30s"));
         assert_eq!(apps.retry_interval.as_deref(), Some("30s"));
@@ -801,9 +833,31 @@ mod tests {
         assert_eq!(data["known_hosts"].0, b"github.com ssh-ed25519 AAAA");
         assert!(!data.contains_key("password"));
         assert_eq!(
-            git(&objects).spec.secret_ref.as_ref().map(|r| r.name.as_str()),
+            git(&objects)
+                .spec
+                .secret_ref
+                .as_ref()
+                .map(|r| r.name.as_str()),
             Some("cluster-config-auth")
         );
+    }
+
+    #[test]
+    fn ssh_to_github_without_known_hosts_gets_githubs_keys() {
+        let spec = json!({
+            "gitRepository": {"url": "ssh://git@github.com/org/repo", "repositoryRef": {"branch": "main"}},
+            "kustomizations": {"k": {}}
+        });
+        let key = "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n";
+        let objects =
+            translate(&config(spec), &settings(&[("sshPrivateKey", key)])).expect("valid");
+        let data = objects.secrets[0].data.as_ref().expect("data");
+        assert_eq!(data["known_hosts"].0, GITHUB_KNOWN_HOSTS.as_bytes());
+        assert!(is_github(Some("ssh://git@GitHub.com:22/org/repo")));
+        assert!(!is_github(Some(
+            "ssh://git@github.com.evil.example/org/repo"
+        )));
+        assert!(!is_github(Some("https://github.com/org/repo")));
     }
 
     #[test]
@@ -816,7 +870,11 @@ mod tests {
         let objects = translate(&config(spec), &settings(&[])).expect("valid");
         assert!(objects.secrets.is_empty());
         assert_eq!(
-            git(&objects).spec.secret_ref.as_ref().map(|r| r.name.as_str()),
+            git(&objects)
+                .spec
+                .secret_ref
+                .as_ref()
+                .map(|r| r.name.as_str()),
             Some("mine")
         );
         assert_eq!(git(&objects).spec.provider, None);
@@ -879,7 +937,8 @@ mod tests {
         spec["kustomizations"]["apps"]["dependsOn"] = json!(["nope"]);
         let err = translate(&config(spec), &settings(&[])).expect_err("invalid");
         assert!(
-            err.to_string().contains("spec.kustomizations.apps.dependsOn[0]"),
+            err.to_string()
+                .contains("spec.kustomizations.apps.dependsOn[0]"),
             "{err}"
         );
     }

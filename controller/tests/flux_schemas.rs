@@ -288,7 +288,11 @@ fn every_translated_flux_object_matches_the_flux_crd_schema() {
                 );
                 continue;
             };
-            assert_eq!(obj["apiVersion"], json!(api_version), "{case}: {kind} apiVersion");
+            assert_eq!(
+                obj["apiVersion"],
+                json!(api_version),
+                "{case}: {kind} apiVersion"
+            );
             let validator = jsonschema::validator_for(schema).expect("schema compiles");
             let errors: Vec<String> = validator
                 .iter_errors(&obj)
@@ -317,11 +321,20 @@ fn the_strict_schema_check_rejects_what_the_api_server_would_prune() {
     assert!(validator.is_valid(&good));
     let mut unknown = good.clone();
     unknown["spec"]["branch"] = json!("main");
-    assert!(!validator.is_valid(&unknown), "unknown field must be rejected");
+    assert!(
+        !validator.is_valid(&unknown),
+        "unknown field must be rejected"
+    );
     let mut bad_timeout = good.clone();
     bad_timeout["spec"]["timeout"] = json!("1h0m0s");
-    assert!(!validator.is_valid(&bad_timeout), "source timeout takes no hours");
+    assert!(
+        !validator.is_valid(&bad_timeout),
+        "source timeout takes no hours"
+    );
     let mut bad_scheme = good;
     bad_scheme["spec"]["url"] = json!("git@github.com:org/repo");
-    assert!(!validator.is_valid(&bad_scheme), "scp-style URL must be rejected");
+    assert!(
+        !validator.is_valid(&bad_scheme),
+        "scp-style URL must be rejected"
+    );
 }

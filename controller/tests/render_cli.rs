@@ -32,8 +32,14 @@ fn tutorial_configuration_renders_source_and_dependent_kustomizations() {
         .map(|d| {
             (
                 d["kind"].as_str().unwrap_or_default().to_string(),
-                d["metadata"]["namespace"].as_str().unwrap_or_default().to_string(),
-                d["metadata"]["name"].as_str().unwrap_or_default().to_string(),
+                d["metadata"]["namespace"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                d["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
             )
         })
         .collect();
@@ -67,7 +73,9 @@ fn tutorial_configuration_renders_source_and_dependent_kustomizations() {
     assert_eq!(infra["spec"]["path"], "./infrastructure");
     assert!(infra["spec"].get("dependsOn").is_none());
     // A manifest has no uid, so nothing can own the rendered objects yet.
-    assert!(docs.iter().all(|d| d["metadata"].get("ownerReferences").is_none()));
+    assert!(docs
+        .iter()
+        .all(|d| d["metadata"].get("ownerReferences").is_none()));
 }
 
 #[test]
