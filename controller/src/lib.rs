@@ -3,5 +3,12 @@
 
 pub mod compliance;
 pub mod duration;
+pub mod http;
+pub mod leader;
+pub mod managed_source;
+pub mod metrics;
+pub mod reconciler;
 pub mod render;
+pub mod run;
+pub mod telemetry;
 pub mod translate;

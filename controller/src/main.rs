@@ -1,7 +1,11 @@
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use fluxconfig_controller::leader::LeaseConfig;
+use fluxconfig_controller::run::{self, RunConfig};
+use fluxconfig_controller::telemetry::{self, LogLevel};
 
 /// Expands FluxConfig resources into Flux objects and reports their compliance.
 #[derive(Parser)]
@@ -13,6 +17,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the controller against the cluster (in-cluster config or KUBECONFIG).
+    Run(RunArgs),
     /// Print the Flux objects a FluxConfig manifest becomes, as a YAML stream.
     Render {
         /// FluxConfig manifest (YAML; `-` for standard input). Secrets in the same stream supply
@@ -24,9 +30,47 @@ enum Command {
     Crd,
 }
 
+#[derive(Args)]
+struct RunArgs {
+    /// `info` or `error`; RUST_LOG, when set, takes precedence.
+    #[arg(
+        long,
+        value_enum,
+        default_value = "info",
+        env = "FLUXCONFIG_CONTROLLER_LOG_LEVEL"
+    )]
+    log_level: LogLevel,
+    /// Address for /metrics, /healthz and /readyz.
+    #[arg(
+        long,
+        default_value = "0.0.0.0:8080",
+        env = "FLUXCONFIG_CONTROLLER_METRICS_ADDR"
+    )]
+    metrics_addr: SocketAddr,
+    /// Run without leader election (only safe with a single replica).
+    #[arg(long)]
+    no_leader_election: bool,
+    /// Name of the leader-election Lease.
+    #[arg(long, default_value = "fluxconfig-controller-leader")]
+    lease_name: String,
+    /// Namespace of the leader-election Lease.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "flux-system")]
+    lease_namespace: String,
+    /// This replica's identity in the Lease (defaults to the pod name).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Seconds a silent leader keeps the lease.
+    #[arg(long, default_value_t = 10)]
+    lease_duration_secs: u64,
+    /// FluxConfigs reconciled in parallel.
+    #[arg(long, default_value_t = 8)]
+    concurrency: u16,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Run(args) => run_controller(args),
         Command::Render { file } => render(&file),
         Command::Crd => fluxconfig_api::crdgen::fluxconfig_crd_yaml()
             .map(|yaml| print!("{yaml}"))
@@ -39,6 +83,44 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn run_controller(args: RunArgs) -> Result<(), String> {
+    telemetry::init(args.log_level);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting the runtime: {e}"))?;
+    runtime.block_on(async move {
+        let client = kube::Client::try_default()
+            .await
+            .map_err(|e| format!("connecting to the cluster: {e}"))?;
+        let identity = args
+            .identity
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .unwrap_or_else(|| format!("fluxconfig-controller-{}", std::process::id()));
+        let lease = (!args.no_leader_election).then(|| {
+            let mut lease = LeaseConfig::new(&args.lease_name, &args.lease_namespace, &identity);
+            lease.lease_duration = std::time::Duration::from_secs(args.lease_duration_secs.max(3));
+            lease.renew_deadline = lease.lease_duration * 2 / 3;
+            lease
+        });
+        let config = RunConfig {
+            metrics_addr: args.metrics_addr,
+            lease,
+            concurrency: args.concurrency.max(1),
+            identity,
+        };
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            run::termination_signal().await;
+            tracing::info!("shutting down");
+            let _ = stop_tx.send(true);
+        });
+        run::run(client, config, stop_rx)
+            .await
+            .map_err(|e| e.to_string())
+    })
 }
 
 fn render(file: &std::path::Path) -> Result<(), String> {

@@ -1,0 +1,901 @@
+//! The FluxConfig reconciler: applies the translated Flux objects, prunes what the configuration
+//! no longer asks for, rolls the Flux statuses up into the FluxConfig status, and holds a
+//! finalizer so deleting a configuration removes everything it created (after Flux has pruned).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use fluxconfig_api::flux::{Bucket, GitRepository, HelmRelease, Kustomization, OCIRepository};
+use fluxconfig_api::fluxconfig::{FluxConfigStatus, ObjectReference};
+use fluxconfig_api::protected::ProtectedSettings;
+use fluxconfig_api::validation::{FieldError, ValidationErrors};
+use fluxconfig_api::{labels, ComplianceState, FluxConfig, ProvisioningState};
+use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+use k8s_openapi::api::rbac::v1::RoleBinding;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::{json, Value};
+use tracing::Instrument;
+
+use crate::compliance::{self, Observed};
+use crate::managed_source;
+use crate::metrics::Metrics;
+use crate::translate::{self, FluxObjects, Source, TranslateError};
+
+/// Field manager of every write the controller makes.
+pub const MANAGER: &str = "fluxconfig-controller";
+
+/// How long an unchanged desired object is trusted to still be in place before it is applied
+/// again; drift of Flux objects is caught sooner through their watches.
+const REAPPLY_AFTER: Duration = Duration::from_secs(600);
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("FluxConfig has no {0}")]
+    MissingMetadata(&'static str),
+    #[error("reading protected settings Secret {namespace}/{name}: {source}")]
+    ProtectedSettings {
+        namespace: String,
+        name: String,
+        source: kube::Error,
+    },
+    #[error("applying {kind} {namespace}/{name}: {source}")]
+    Apply {
+        kind: String,
+        namespace: String,
+        name: String,
+        source: kube::Error,
+    },
+    #[error("deleting {kind} {namespace}/{name}: {source}")]
+    Delete {
+        kind: String,
+        namespace: String,
+        name: String,
+        source: kube::Error,
+    },
+    #[error("writing status: {0}")]
+    Status(kube::Error),
+    #[error("updating finalizers: {0}")]
+    Finalizer(kube::Error),
+    #[error("listing {kind}: {source}")]
+    List { kind: String, source: kube::Error },
+    #[error("serializing {0}")]
+    Serialize(#[from] serde_json::Error),
+}
+
+impl Error {
+    /// Label for the errors metric.
+    pub fn metric_kind(&self) -> &'static str {
+        match self {
+            Error::MissingMetadata(_) => "metadata",
+            Error::ProtectedSettings { .. } => "protected_settings",
+            Error::Apply { .. } => "apply",
+            Error::Delete { .. } => "delete",
+            Error::Status(_) => "status",
+            Error::Finalizer(_) => "finalizer",
+            Error::List { .. } => "list",
+            Error::Serialize(_) => "serialize",
+        }
+    }
+}
+
+/// Caches of the Flux objects, fed by the controller's watches.
+#[derive(Clone)]
+pub struct Stores {
+    pub git: Store<GitRepository>,
+    pub bucket: Store<Bucket>,
+    pub oci: Store<OCIRepository>,
+    pub kustomizations: Store<Kustomization>,
+    pub helm_releases: Store<HelmRelease>,
+}
+
+pub struct Context {
+    pub client: Client,
+    pub metrics: Arc<Metrics>,
+    pub recorder: Recorder,
+    pub stores: Stores,
+    /// Hash of the last successful apply per object, to keep steady state free of writes.
+    applied: Mutex<HashMap<String, (u64, Instant)>>,
+    /// Namespaces known to exist, so each is checked once.
+    namespaces: Mutex<BTreeSet<String>>,
+}
+
+impl Context {
+    pub fn new(client: Client, metrics: Arc<Metrics>, recorder: Recorder, stores: Stores) -> Self {
+        Context {
+            client,
+            metrics,
+            recorder,
+            stores,
+            applied: Mutex::new(HashMap::new()),
+            namespaces: Mutex::new(BTreeSet::new()),
+        }
+    }
+}
+
+pub async fn reconcile(config: Arc<FluxConfig>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let name = config
+        .metadata
+        .name
+        .clone()
+        .ok_or(Error::MissingMetadata("name"))?;
+    let namespace = config
+        .metadata
+        .namespace
+        .clone()
+        .ok_or(Error::MissingMetadata("namespace"))?;
+    let span = tracing::info_span!("reconcile", namespace = %namespace, name = %name);
+    let result = async {
+        if config.metadata.deletion_timestamp.is_some() {
+            cleanup(&config, &name, &namespace, &ctx).await
+        } else {
+            apply(&config, &name, &namespace, &ctx).await
+        }
+    }
+    .instrument(span)
+    .await;
+    let label = match &result {
+        Ok(_) => "success",
+        Err(_) => "error",
+    };
+    ctx.metrics.reconciles.with_label_values(&[label]).inc();
+    ctx.metrics
+        .reconcile_duration
+        .with_label_values(&[label])
+        .observe(started.elapsed().as_secs_f64());
+    result
+}
+
+pub fn error_policy(config: Arc<FluxConfig>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics
+        .errors
+        .with_label_values(&[error.metric_kind()])
+        .inc();
+    tracing::error!(
+        namespace = %config.namespace().unwrap_or_default(),
+        name = %config.name_any(),
+        error = %error,
+        "reconcile failed"
+    );
+    Action::requeue(Duration::from_secs(5))
+}
+
+fn key(namespace: &str, name: &str) -> String {
+    format!("{namespace}/{name}")
+}
+
+async fn apply(
+    config: &FluxConfig,
+    name: &str,
+    namespace: &str,
+    ctx: &Context,
+) -> Result<Action, Error> {
+    let api: Api<FluxConfig> = Api::namespaced(ctx.client.clone(), namespace);
+    if !config.finalizers().iter().any(|f| f == labels::FINALIZER) {
+        add_finalizer(&api, config, ctx).await?;
+    }
+
+    let protected = match read_protected_settings(config, namespace, ctx).await {
+        Ok(p) => p,
+        Err(ProtectedError::Missing(field)) => {
+            let errors = ValidationErrors(vec![field]);
+            return reject(config, name, namespace, &errors.to_string(), ctx).await;
+        }
+        Err(ProtectedError::Api(e)) => return Err(e),
+    };
+
+    let objects = match translate::translate(config, &protected) {
+        Ok(o) => o,
+        Err(e @ TranslateError::Invalid(_)) | Err(e @ TranslateError::Base64 { .. }) => {
+            return reject(config, name, namespace, &e.to_string(), ctx).await;
+        }
+    };
+
+    ensure_namespace(namespace, ctx).await?;
+    apply_objects(&objects, ctx).await?;
+    prune_stale(config, name, namespace, &objects, ctx).await?;
+    if objects.source.kind() == "GitRepository" {
+        managed_source::point_helm_releases_at_source(name, namespace, &objects, ctx).await?;
+    }
+
+    let rollup = roll_up(config, name, namespace, &objects, ctx);
+    let state = rollup.compliance_state;
+    write_status(config, namespace, rollup, ctx).await?;
+    ctx.metrics.set_compliance(&key(namespace, name), state);
+    Ok(Action::requeue(REAPPLY_AFTER))
+}
+
+/// A configuration that cannot be applied: report it on the status and as an Event, touch
+/// nothing else, and wait for the user to change it.
+async fn reject(
+    config: &FluxConfig,
+    name: &str,
+    namespace: &str,
+    message: &str,
+    ctx: &Context,
+) -> Result<Action, Error> {
+    ctx.metrics.errors.with_label_values(&["validation"]).inc();
+    tracing::error!(namespace = %namespace, name = %name, error = %message, "configuration rejected");
+    let previous = config.status.clone().unwrap_or_default();
+    let status = FluxConfigStatus {
+        provisioning_state: Some(ProvisioningState::Failed),
+        error_message: Some(message.to_string()),
+        observed_generation: config.metadata.generation,
+        compliance_state: previous.compliance_state.or(Some(ComplianceState::Unknown)),
+        ..previous.clone()
+    };
+    if status_differs(&previous, &status) {
+        publish(ctx, config, EventType::Warning, "ValidationFailed", message).await;
+    }
+    write_status(config, namespace, status.clone(), ctx).await?;
+    ctx.metrics
+        .set_compliance(&key(namespace, name), status.compliance_state);
+    Ok(Action::await_change())
+}
+
+async fn publish(ctx: &Context, config: &FluxConfig, type_: EventType, reason: &str, note: &str) {
+    let event = Event {
+        type_,
+        reason: reason.to_string(),
+        note: Some(note.chars().take(1024).collect()),
+        action: "Reconcile".to_string(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &config.object_ref(&())).await {
+        tracing::error!(error = %e, "publishing event");
+    }
+}
+
+async fn add_finalizer(
+    api: &Api<FluxConfig>,
+    config: &FluxConfig,
+    ctx: &Context,
+) -> Result<(), Error> {
+    let mut finalizers = config.finalizers().to_vec();
+    finalizers.push(labels::FINALIZER.to_string());
+    set_finalizers(api, config, finalizers).await?;
+    ctx.metrics.write("patch", "fluxconfigs");
+    Ok(())
+}
+
+/// Merge patch of the finalizer list with the resourceVersion it was computed from, so a
+/// concurrent change is a 409 (retried) instead of a lost finalizer.
+async fn set_finalizers(
+    api: &Api<FluxConfig>,
+    config: &FluxConfig,
+    finalizers: Vec<String>,
+) -> Result<(), Error> {
+    let patch = json!({
+        "metadata": {
+            "finalizers": finalizers,
+            "resourceVersion": config.metadata.resource_version,
+        }
+    });
+    match api
+        .patch(
+            &config.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(Error::Finalizer(e)),
+    }
+}
+
+enum ProtectedError {
+    Missing(FieldError),
+    Api(Error),
+}
+
+async fn read_protected_settings(
+    config: &FluxConfig,
+    namespace: &str,
+    ctx: &Context,
+) -> Result<ProtectedSettings, ProtectedError> {
+    let Some(secret_name) = &config.spec.protected_settings_secret_ref else {
+        return Ok(ProtectedSettings::new());
+    };
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let secret = secrets
+        .get_opt(secret_name)
+        .await
+        .map_err(|source| {
+            ProtectedError::Api(Error::ProtectedSettings {
+                namespace: namespace.to_string(),
+                name: secret_name.clone(),
+                source,
+            })
+        })?
+        .ok_or_else(|| {
+            ProtectedError::Missing(FieldError {
+                field: "spec.protectedSettingsSecretRef".to_string(),
+                message: format!("Secret {namespace}/{secret_name} not found"),
+            })
+        })?;
+    let mut settings = ProtectedSettings::new();
+    for (k, v) in secret.data.unwrap_or_default() {
+        match String::from_utf8(v.0) {
+            Ok(text) => {
+                settings.insert(k, text);
+            }
+            Err(_) => {
+                return Err(ProtectedError::Missing(FieldError {
+                    field: "spec.protectedSettingsSecretRef".to_string(),
+                    message: format!(
+                        "Secret {namespace}/{secret_name} key {k:?} is not UTF-8 text"
+                    ),
+                }))
+            }
+        }
+    }
+    Ok(settings)
+}
+
+/// The configuration's namespace normally exists (the FluxConfig lives in it), but Azure
+/// creates it when missing, so check once per namespace.
+async fn ensure_namespace(namespace: &str, ctx: &Context) -> Result<(), Error> {
+    let known = ctx
+        .namespaces
+        .lock()
+        .map(|n| n.contains(namespace))
+        .unwrap_or(false);
+    if known {
+        return Ok(());
+    }
+    let api: Api<Namespace> = Api::all(ctx.client.clone());
+    let to_err = |source| Error::Apply {
+        kind: "Namespace".to_string(),
+        namespace: String::new(),
+        name: namespace.to_string(),
+        source,
+    };
+    if api.get_opt(namespace).await.map_err(to_err)?.is_none() {
+        let ns = Namespace {
+            metadata: kube::api::ObjectMeta {
+                name: Some(namespace.to_string()),
+                ..Default::default()
+            },
+            ..Namespace::default()
+        };
+        match api.create(&PostParams::default(), &ns).await {
+            Ok(_) => ctx.metrics.write("create", "namespaces"),
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => return Err(to_err(e)),
+        }
+    }
+    if let Ok(mut n) = ctx.namespaces.lock() {
+        n.insert(namespace.to_string());
+    }
+    Ok(())
+}
+
+async fn apply_objects(objects: &FluxObjects, ctx: &Context) -> Result<(), Error> {
+    for s in &objects.secrets {
+        apply_one(s, ctx, None::<&Store<Secret>>).await?;
+    }
+    if let Some(sa) = &objects.service_account {
+        apply_one(sa, ctx, None::<&Store<ServiceAccount>>).await?;
+    }
+    if let Some(rb) = &objects.role_binding {
+        apply_one(rb, ctx, None::<&Store<RoleBinding>>).await?;
+    }
+    match &objects.source {
+        Source::Git(o) => apply_one(o, ctx, Some(&ctx.stores.git)).await?,
+        Source::Bucket(o) => apply_one(o, ctx, Some(&ctx.stores.bucket)).await?,
+        Source::Oci(o) => apply_one(o, ctx, Some(&ctx.stores.oci)).await?,
+    }
+    for k in &objects.kustomizations {
+        apply_one(k, ctx, Some(&ctx.stores.kustomizations)).await?;
+    }
+    Ok(())
+}
+
+/// Server-side applies one object unless it is already in place: for watched kinds the cache
+/// says so (catching drift); for the rest, an identical apply in the last REAPPLY_AFTER.
+async fn apply_one<K>(obj: &K, ctx: &Context, store: Option<&Store<K>>) -> Result<(), Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Serialize
+        + DeserializeOwned
+        + Clone
+        + std::fmt::Debug,
+{
+    let name = obj.meta().name.clone().unwrap_or_default();
+    let namespace = obj.meta().namespace.clone().unwrap_or_default();
+    let kind = K::kind(&()).into_owned();
+    let desired = serde_json::to_value(obj)?;
+    let cache_key = format!("{kind}/{namespace}/{name}");
+    let hash = hash_value(&desired);
+
+    let in_place = match store {
+        Some(store) => store
+            .get(&ObjectRef::new(&name).within(&namespace))
+            .map(|live| serde_json::to_value(live.as_ref()).map(|l| contains(&l, &desired)))
+            .transpose()?
+            .unwrap_or(false),
+        None => ctx
+            .applied
+            .lock()
+            .ok()
+            .and_then(|a| a.get(&cache_key).copied())
+            .is_some_and(|(h, at)| h == hash && at.elapsed() < REAPPLY_AFTER),
+    };
+    if in_place {
+        return Ok(());
+    }
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &namespace);
+    api.patch(
+        &name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&desired),
+    )
+    .await
+    .map_err(|source| Error::Apply {
+        kind: kind.clone(),
+        namespace: namespace.clone(),
+        name: name.clone(),
+        source,
+    })?;
+    ctx.metrics.write("apply", &K::plural(&()));
+    if let Ok(mut a) = ctx.applied.lock() {
+        a.insert(cache_key, (hash, Instant::now()));
+    }
+    Ok(())
+}
+
+/// Whether `live` already carries every field of `desired` with the same value (lists
+/// compared whole, as our applied lists are atomic or fully ours).
+pub fn contains(live: &Value, desired: &Value) -> bool {
+    match (live, desired) {
+        (Value::Object(l), Value::Object(d)) => d.iter().all(|(k, dv)| match l.get(k) {
+            Some(lv) => contains(lv, dv),
+            None => dv.is_null(),
+        }),
+        (l, d) => l == d,
+    }
+}
+
+fn hash_value(v: &Value) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    v.to_string().hash(&mut h);
+    h.finish()
+}
+
+/// Deletes what the configuration no longer asks for: Kustomizations of removed
+/// kustomizations, a source of a kind no longer used, and (after a spec change) generated
+/// Secrets and applier objects that are no longer part of the translation.
+async fn prune_stale(
+    config: &FluxConfig,
+    name: &str,
+    namespace: &str,
+    objects: &FluxObjects,
+    ctx: &Context,
+) -> Result<(), Error> {
+    let desired_ks: BTreeSet<String> = objects
+        .kustomizations
+        .iter()
+        .filter_map(|k| k.metadata.name.clone())
+        .collect();
+    for ks in owned_by(&ctx.stores.kustomizations, name, namespace) {
+        let ks_name = ks.name_any();
+        if !desired_ks.contains(&ks_name) && ks.metadata.deletion_timestamp.is_none() {
+            tracing::info!(namespace = %namespace, name = %name, kustomization = %ks_name, "deleting removed kustomization");
+            delete::<Kustomization>(ctx, namespace, &ks_name).await?;
+        }
+    }
+    let kind = objects.source.kind();
+    if kind != "GitRepository" {
+        delete_owned_source(&ctx.stores.git, ctx, name, namespace).await?;
+    }
+    if kind != "Bucket" {
+        delete_owned_source(&ctx.stores.bucket, ctx, name, namespace).await?;
+    }
+    if kind != "OCIRepository" {
+        delete_owned_source(&ctx.stores.oci, ctx, name, namespace).await?;
+    }
+
+    // Secrets and applier objects are not watched; list them only when the spec changed.
+    let spec_changed =
+        config.status.as_ref().and_then(|s| s.observed_generation) != config.metadata.generation;
+    if spec_changed {
+        let selector = format!(
+            "{}={},{}={}",
+            labels::CONFIG_NAME,
+            name,
+            labels::CONFIG_NAMESPACE,
+            namespace
+        );
+        let keep: BTreeSet<String> = objects
+            .secrets
+            .iter()
+            .filter_map(|s| s.metadata.name.clone())
+            .collect();
+        let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+        let list = secrets
+            .list_metadata(&ListParams::default().labels(&selector))
+            .await
+            .map_err(|source| Error::List {
+                kind: "Secret".to_string(),
+                source,
+            })?;
+        for s in list.items {
+            let n = s.metadata.name.unwrap_or_default();
+            if !keep.contains(&n) {
+                delete::<Secret>(ctx, namespace, &n).await?;
+            }
+        }
+        if objects.service_account.is_none() {
+            let applier = translate::applier_name(name);
+            delete_if_labelled::<ServiceAccount>(ctx, namespace, &applier, name).await?;
+            delete_if_labelled::<RoleBinding>(ctx, namespace, &applier, name).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn delete_owned_source<K>(
+    store: &Store<K>,
+    ctx: &Context,
+    name: &str,
+    namespace: &str,
+) -> Result<(), Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    for obj in owned_by(store, name, namespace) {
+        if obj.meta().deletion_timestamp.is_none() {
+            delete::<K>(ctx, namespace, &obj.name_any()).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn delete_if_labelled<K>(
+    ctx: &Context,
+    namespace: &str,
+    object: &str,
+    config: &str,
+) -> Result<(), Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
+    let live = api
+        .get_metadata_opt(object)
+        .await
+        .map_err(|source| Error::List {
+            kind: K::kind(&()).into_owned(),
+            source,
+        })?;
+    let ours = live.is_some_and(|o| {
+        o.metadata
+            .labels
+            .unwrap_or_default()
+            .get(labels::CONFIG_NAME)
+            == Some(&config.to_string())
+    });
+    if ours {
+        delete::<K>(ctx, namespace, object).await?;
+    }
+    Ok(())
+}
+
+async fn delete<K>(ctx: &Context, namespace: &str, name: &str) -> Result<(), Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
+    match api.delete(name, &DeleteParams::background()).await {
+        Ok(_) => {
+            ctx.metrics.write("delete", &K::plural(&()));
+            Ok(())
+        }
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(source) => Err(Error::Delete {
+            kind: K::kind(&()).into_owned(),
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            source,
+        }),
+    }
+}
+
+/// Objects in the cache that carry the configuration's labels.
+fn owned_by<K>(store: &Store<K>, name: &str, namespace: &str) -> Vec<Arc<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    store.state_filter(|o| {
+        let labels = o.meta().labels.as_ref();
+        o.meta().namespace.as_deref() == Some(namespace)
+            && labels
+                .and_then(|l| l.get(labels::CONFIG_NAME))
+                .map(String::as_str)
+                == Some(name)
+            && labels
+                .and_then(|l| l.get(labels::CONFIG_NAMESPACE))
+                .map(String::as_str)
+                == Some(namespace)
+    })
+}
+
+fn roll_up(
+    config: &FluxConfig,
+    name: &str,
+    namespace: &str,
+    objects: &FluxObjects,
+    ctx: &Context,
+) -> FluxConfigStatus {
+    let mut observed = vec![match &objects.source {
+        Source::Git(_) => ctx
+            .stores
+            .git
+            .get(&ObjectRef::new(name).within(namespace))
+            .map(|o| Observed::from_git_repository(&o))
+            .unwrap_or_else(|| Observed::missing("GitRepository", name, namespace)),
+        Source::Bucket(_) => ctx
+            .stores
+            .bucket
+            .get(&ObjectRef::new(name).within(namespace))
+            .map(|o| Observed::from_bucket(&o))
+            .unwrap_or_else(|| Observed::missing("Bucket", name, namespace)),
+        Source::Oci(_) => ctx
+            .stores
+            .oci
+            .get(&ObjectRef::new(name).within(namespace))
+            .map(|o| Observed::from_oci_repository(&o))
+            .unwrap_or_else(|| Observed::missing("OCIRepository", name, namespace)),
+    }];
+    let mut helm = Vec::new();
+    for k in &objects.kustomizations {
+        let ks_name = k.metadata.name.clone().unwrap_or_default();
+        match ctx
+            .stores
+            .kustomizations
+            .get(&ObjectRef::new(&ks_name).within(namespace))
+        {
+            Some(live) => {
+                observed.push(Observed::from_kustomization(&live));
+                let applied_by = ObjectReference {
+                    name: ks_name.clone(),
+                    namespace: namespace.to_string(),
+                };
+                for (hr_ns, hr_name) in compliance::helm_releases_in_inventory(&live) {
+                    helm.push(
+                        match ctx
+                            .stores
+                            .helm_releases
+                            .get(&ObjectRef::new(&hr_name).within(&hr_ns))
+                        {
+                            Some(hr) => Observed::from_helm_release(&hr, applied_by.clone()),
+                            None => Observed {
+                                applied_by: Some(applied_by.clone()),
+                                ..Observed::missing("HelmRelease", &hr_name, &hr_ns)
+                            },
+                        },
+                    );
+                }
+            }
+            None => observed.push(Observed::missing("Kustomization", &ks_name, namespace)),
+        }
+    }
+    observed.extend(helm);
+    let rollup = compliance::roll_up(config.spec.suspended(), &observed);
+    let previous = config.status.clone().unwrap_or_default();
+    FluxConfigStatus {
+        compliance_state: Some(rollup.state),
+        statuses: rollup.statuses,
+        source_synced_commit_id: rollup.source_synced_commit_id,
+        source_updated_at: rollup.source_updated_at,
+        status_updated_at: previous.status_updated_at.clone(),
+        repository_public_key: previous.repository_public_key.clone(),
+        provisioning_state: Some(ProvisioningState::Succeeded),
+        error_message: rollup
+            .message
+            .filter(|_| rollup.state == ComplianceState::NonCompliant),
+        observed_generation: config.metadata.generation,
+    }
+}
+
+/// Whether two statuses differ in anything but the time of the last write.
+fn status_differs(a: &FluxConfigStatus, b: &FluxConfigStatus) -> bool {
+    let strip = |s: &FluxConfigStatus| FluxConfigStatus {
+        status_updated_at: None,
+        ..s.clone()
+    };
+    strip(a) != strip(b)
+}
+
+/// Writes the status through the status subresource, only when it changed.
+async fn write_status(
+    config: &FluxConfig,
+    namespace: &str,
+    mut status: FluxConfigStatus,
+    ctx: &Context,
+) -> Result<(), Error> {
+    let previous = config.status.clone().unwrap_or_default();
+    if !status_differs(&previous, &status) {
+        return Ok(());
+    }
+    status.status_updated_at = Some(Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string());
+    let api: Api<FluxConfig> = Api::namespaced(ctx.client.clone(), namespace);
+    let patch = json!({
+        "apiVersion": "clusterconfig.azure.com/v1beta1",
+        "kind": "FluxConfig",
+        "status": status,
+    });
+    api.patch_status(
+        &config.name_any(),
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(Error::Status)?;
+    ctx.metrics.write("apply", "fluxconfigs/status");
+    Ok(())
+}
+
+/// Deletion: remove every generated object and release the FluxConfig only once Flux has let go
+/// of them (its finalizers run the prune), so deleting a configuration removes what it applied.
+async fn cleanup(
+    config: &FluxConfig,
+    name: &str,
+    namespace: &str,
+    ctx: &Context,
+) -> Result<Action, Error> {
+    if !config.finalizers().iter().any(|f| f == labels::FINALIZER) {
+        return Ok(Action::await_change());
+    }
+    let status = config.status.clone().unwrap_or_default();
+    if status.provisioning_state != Some(ProvisioningState::Deleting) {
+        let deleting = FluxConfigStatus {
+            provisioning_state: Some(ProvisioningState::Deleting),
+            ..status
+        };
+        write_status(config, namespace, deleting, ctx).await?;
+    }
+
+    let mut remaining = 0;
+    for ks in owned_by(&ctx.stores.kustomizations, name, namespace) {
+        remaining += 1;
+        if ks.metadata.deletion_timestamp.is_none() {
+            delete::<Kustomization>(ctx, namespace, &ks.name_any()).await?;
+        }
+    }
+    remaining += delete_all(&ctx.stores.git, ctx, name, namespace).await?;
+    remaining += delete_all(&ctx.stores.bucket, ctx, name, namespace).await?;
+    remaining += delete_all(&ctx.stores.oci, ctx, name, namespace).await?;
+    if remaining > 0 {
+        tracing::info!(namespace = %namespace, name = %name, remaining, "waiting for Flux to release objects");
+        // Deletions of watched objects trigger the next reconcile; the requeue is a backstop.
+        return Ok(Action::requeue(Duration::from_secs(5)));
+    }
+    // Secrets and applier objects carry owner references; the garbage collector removes them
+    // with the FluxConfig. Delete them now anyway so nothing lingers if GC is slow.
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let selector = format!(
+        "{}={},{}={}",
+        labels::CONFIG_NAME,
+        name,
+        labels::CONFIG_NAMESPACE,
+        namespace
+    );
+    let list = secrets
+        .list_metadata(&ListParams::default().labels(&selector))
+        .await
+        .map_err(|source| Error::List {
+            kind: "Secret".to_string(),
+            source,
+        })?;
+    for s in list.items {
+        delete::<Secret>(ctx, namespace, &s.metadata.name.unwrap_or_default()).await?;
+    }
+    let applier = translate::applier_name(name);
+    delete_if_labelled::<ServiceAccount>(ctx, namespace, &applier, name).await?;
+    delete_if_labelled::<RoleBinding>(ctx, namespace, &applier, name).await?;
+
+    remove_finalizer(config, namespace, ctx).await?;
+    ctx.metrics.set_compliance(&key(namespace, name), None);
+    if let Ok(mut a) = ctx.applied.lock() {
+        let prefix = format!("/{namespace}/{name}");
+        a.retain(|k, _| !k.contains(&prefix));
+    }
+    tracing::info!(namespace = %namespace, name = %name, "configuration deleted");
+    Ok(Action::await_change())
+}
+
+async fn delete_all<K>(
+    store: &Store<K>,
+    ctx: &Context,
+    name: &str,
+    namespace: &str,
+) -> Result<usize, Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let owned = owned_by(store, name, namespace);
+    for o in &owned {
+        if o.meta().deletion_timestamp.is_none() {
+            delete::<K>(ctx, namespace, &o.name_any()).await?;
+        }
+    }
+    Ok(owned.len())
+}
+
+async fn remove_finalizer(
+    config: &FluxConfig,
+    namespace: &str,
+    ctx: &Context,
+) -> Result<(), Error> {
+    let finalizers: Vec<String> = config
+        .finalizers()
+        .iter()
+        .filter(|f| *f != labels::FINALIZER)
+        .cloned()
+        .collect();
+    let api: Api<FluxConfig> = Api::namespaced(ctx.client.clone(), namespace);
+    set_finalizers(&api, config, finalizers).await?;
+    ctx.metrics.write("patch", "fluxconfigs");
+    Ok(())
+}
+
+/// Maps a HelmRelease to the FluxConfig whose Kustomization applied it: by the labels
+/// kustomize-controller puts on what it applies, else by searching the inventories.
+pub fn helm_release_owner(
+    hr: &HelmRelease,
+    kustomizations: &Store<Kustomization>,
+) -> Option<ObjectRef<FluxConfig>> {
+    let labels = hr.metadata.labels.clone().unwrap_or_default();
+    let ks = match (
+        labels.get("kustomize.toolkit.fluxcd.io/name"),
+        labels.get("kustomize.toolkit.fluxcd.io/namespace"),
+    ) {
+        (Some(n), Some(ns)) => kustomizations.get(&ObjectRef::new(n).within(ns)),
+        _ => {
+            let id = format!(
+                "{}_{}_helm.toolkit.fluxcd.io_HelmRelease",
+                hr.metadata.namespace.clone().unwrap_or_default(),
+                hr.name_any()
+            );
+            kustomizations.find(|k| {
+                k.status
+                    .as_ref()
+                    .and_then(|s| s.inventory.as_ref())
+                    .is_some_and(|inv| inv.entries.iter().any(|e| e.id == id))
+            })
+        }
+    }?;
+    config_of(ks.meta())
+}
+
+/// The FluxConfig a generated object belongs to, from its labels.
+pub fn config_of(meta: &kube::api::ObjectMeta) -> Option<ObjectRef<FluxConfig>> {
+    let labels: &BTreeMap<String, String> = meta.labels.as_ref()?;
+    let name = labels.get(labels::CONFIG_NAME)?;
+    let namespace = labels.get(labels::CONFIG_NAMESPACE)?;
+    Some(ObjectRef::new(name).within(namespace))
+}

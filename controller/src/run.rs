@@ -1,0 +1,238 @@
+//! `fluxconfig-controller run`: watches, leader election, the reconciler and the HTTP endpoints
+//! wired together.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use fluxconfig_api::flux::{Bucket, GitRepository, HelmRelease, Kustomization, OCIRepository};
+use fluxconfig_api::FluxConfig;
+use futures::StreamExt;
+use kube::runtime::controller::{self, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, ReflectHandle, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Api, Client, Resource};
+use serde::de::DeserializeOwned;
+use tokio::sync::watch;
+
+use crate::http::{self, Health};
+use crate::leader::{LeaderElector, LeaseConfig};
+use crate::metrics::{Metrics, MetricsError};
+use crate::reconciler::{self, Context, Stores};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
+    #[error("serving metrics on {addr}: {source}")]
+    Http {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("a shared reflector could not be subscribed to")]
+    Subscribe,
+}
+
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    /// Address of `/metrics`, `/healthz` and `/readyz`.
+    pub metrics_addr: SocketAddr,
+    /// `None` runs without leader election (a single replica).
+    pub lease: Option<LeaseConfig>,
+    /// FluxConfigs reconciled in parallel.
+    pub concurrency: u16,
+    /// Reported as the events' reporting instance.
+    pub identity: String,
+}
+
+/// Runs until `shutdown` becomes true. The HTTP endpoints serve throughout; the reconciler runs
+/// only while this replica leads (always, without leader election).
+pub async fn run(
+    client: Client,
+    config: RunConfig,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), RunError> {
+    let metrics = Arc::new(Metrics::new()?);
+    let health = Health::default();
+    let listener = http::bind(config.metrics_addr)
+        .await
+        .map_err(|source| RunError::Http {
+            addr: config.metrics_addr,
+            source,
+        })?;
+    let bound = listener.local_addr().unwrap_or(config.metrics_addr);
+    tracing::info!(address = %bound, "serving /metrics, /healthz and /readyz");
+    let mut http_shutdown = shutdown.clone();
+    let server = tokio::spawn(http::serve(
+        listener,
+        metrics.clone(),
+        health.clone(),
+        async move {
+            let _ = http_shutdown.wait_for(|s| *s).await;
+        },
+    ));
+
+    let (leading_tx, mut leading) = watch::channel(config.lease.is_none());
+    let (campaign_stop_tx, campaign_stop) = watch::channel(false);
+    let campaign = config.lease.clone().map(|lease| {
+        let elector = LeaderElector::new(client.clone(), lease);
+        tokio::spawn(elector.campaign(leading_tx, campaign_stop))
+    });
+    // A standby is healthy and ready: it is exactly what it should be.
+    health.set_ready(true);
+
+    loop {
+        tokio::select! {
+            _ = leading.wait_for(|l| *l) => {}
+            _ = shutdown.wait_for(|s| *s) => break,
+        }
+        metrics.leader.set(1);
+        let mut lost = leading.clone();
+        let mut stop = shutdown.clone();
+        let stop_signal = async move {
+            tokio::select! {
+                _ = lost.wait_for(|l| !*l) => {}
+                _ = stop.wait_for(|s| *s) => {}
+            }
+        };
+        run_controller(client.clone(), metrics.clone(), &config, stop_signal).await?;
+        metrics.leader.set(0);
+        if *shutdown.borrow() {
+            break;
+        }
+        tracing::info!("lost leadership; standing by");
+    }
+
+    // Hand the lease over only after the controller has stopped writing.
+    let _ = campaign_stop_tx.send(true);
+    if let Some(c) = campaign {
+        let _ = c.await;
+    }
+    let _ = server.await;
+    Ok(())
+}
+
+/// A shared reflector: its store, a subscription for the controller, and the future that
+/// drives the watch (counting restarts).
+fn shared<K>(
+    client: &Client,
+    metrics: &Arc<Metrics>,
+) -> Result<
+    (
+        Store<K>,
+        ReflectHandle<K>,
+        impl std::future::Future<Output = ()>,
+    ),
+    RunError,
+>
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (store, writer) = reflector::store_shared::<K>(1024);
+    let subscriber = writer.subscribe().ok_or(RunError::Subscribe)?;
+    let resource = K::plural(&()).into_owned();
+    let metrics = metrics.clone();
+    let api: Api<K> = Api::all(client.clone());
+    let drive = watcher(api, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .reflect_shared(writer)
+        .for_each(move |event| {
+            if let Err(e) = event {
+                metrics.watch_restarts.with_label_values(&[&resource]).inc();
+                tracing::error!(resource = %resource, error = %e, "watch failed; restarting");
+            }
+            futures::future::ready(())
+        });
+    Ok((store, subscriber, drive))
+}
+
+async fn run_controller(
+    client: Client,
+    metrics: Arc<Metrics>,
+    config: &RunConfig,
+    stop: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) -> Result<(), RunError> {
+    let (cfg_store, cfg_sub, cfg_drive) = shared::<FluxConfig>(&client, &metrics)?;
+    let (git, git_sub, git_drive) = shared::<GitRepository>(&client, &metrics)?;
+    let (bucket, bucket_sub, bucket_drive) = shared::<Bucket>(&client, &metrics)?;
+    let (oci, oci_sub, oci_drive) = shared::<OCIRepository>(&client, &metrics)?;
+    let (ks, ks_sub, ks_drive) = shared::<Kustomization>(&client, &metrics)?;
+    let (hr, hr_sub, hr_drive) = shared::<HelmRelease>(&client, &metrics)?;
+
+    let stores = Stores {
+        git,
+        bucket,
+        oci,
+        kustomizations: ks.clone(),
+        helm_releases: hr,
+    };
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: reconciler::MANAGER.to_string(),
+            instance: Some(config.identity.clone()),
+        },
+    );
+    let ctx = Arc::new(Context::new(client, metrics, recorder, stores));
+
+    let ks_for_mapper = ks.clone();
+    let controller = Controller::for_shared_stream(cfg_sub, cfg_store)
+        .owns_shared_stream(git_sub)
+        .owns_shared_stream(bucket_sub)
+        .owns_shared_stream(oci_sub)
+        .owns_shared_stream(ks_sub)
+        .watches_shared_stream(hr_sub, move |hr: Arc<HelmRelease>| {
+            reconciler::helm_release_owner(&hr, &ks_for_mapper)
+        })
+        .with_config(controller::Config::default().concurrency(config.concurrency))
+        .graceful_shutdown_on(stop)
+        .run(reconciler::reconcile, reconciler::error_policy, ctx)
+        .for_each(|_| futures::future::ready(()));
+
+    // The watches end when the controller does: dropping their futures closes the streams.
+    tokio::select! {
+        _ = controller => {}
+        _ = drive_all(vec![
+            Box::pin(cfg_drive),
+            Box::pin(git_drive),
+            Box::pin(bucket_drive),
+            Box::pin(oci_drive),
+            Box::pin(ks_drive),
+            Box::pin(hr_drive),
+        ]) => {}
+    }
+    Ok(())
+}
+
+async fn drive_all(drives: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>) {
+    futures::future::join_all(drives).await;
+}
+
+/// Resolves when SIGINT or SIGTERM arrives.
+pub async fn termination_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
