@@ -2,6 +2,7 @@
 //! custom resource, the Flux objects it becomes, and the protected-settings keys.
 
 pub mod crdgen;
+pub mod dataplane;
 pub mod flux;
 pub mod fluxconfig;
 pub mod labels;

@@ -230,6 +230,7 @@ async fn reject(
         error_message: Some(message.to_string()),
         observed_generation: config.metadata.generation,
         compliance_state: previous.compliance_state.or(Some(ComplianceState::Unknown)),
+        repository_public_key: None,
         ..previous.clone()
     };
     if status_differs(&previous, &status) {
@@ -709,7 +710,7 @@ fn roll_up(
         source_synced_commit_id: rollup.source_synced_commit_id,
         source_updated_at: rollup.source_updated_at,
         status_updated_at: previous.status_updated_at.clone(),
-        repository_public_key: previous.repository_public_key.clone(),
+        repository_public_key: None,
         provisioning_state: Some(ProvisioningState::Succeeded),
         error_message: rollup
             .message
@@ -718,10 +719,12 @@ fn roll_up(
     }
 }
 
-/// Whether two statuses differ in anything but the time of the last write.
+/// Whether two statuses differ in what the controller owns: not the time of the last write,
+/// and not `repositoryPublicKey`, which the agent owns (it generated the key).
 fn status_differs(a: &FluxConfigStatus, b: &FluxConfigStatus) -> bool {
     let strip = |s: &FluxConfigStatus| FluxConfigStatus {
         status_updated_at: None,
+        repository_public_key: None,
         ..s.clone()
     };
     strip(a) != strip(b)
@@ -739,6 +742,8 @@ async fn write_status(
         return Ok(());
     }
     status.status_updated_at = Some(Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string());
+    // Never claim the agent's field: an apply that includes it would take ownership.
+    status.repository_public_key = None;
     let api: Api<FluxConfig> = Api::namespaced(ctx.client.clone(), namespace);
     let patch = json!({
         "apiVersion": "clusterconfig.azure.com/v1beta1",
@@ -771,6 +776,7 @@ async fn cleanup(
     if status.provisioning_state != Some(ProvisioningState::Deleting) {
         let deleting = FluxConfigStatus {
             provisioning_state: Some(ProvisioningState::Deleting),
+            repository_public_key: None,
             ..status
         };
         write_status(config, namespace, deleting, ctx).await?;
