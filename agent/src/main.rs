@@ -1,11 +1,87 @@
-use clap::Parser;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use fluxconfig_agent::config::{AgentConfig, RunArgs};
+use fluxconfig_agent::telemetry;
 
 /// Pulls desired flux configurations from the Azure data plane and reports compliance.
 #[derive(Parser)]
 #[command(name = "fluxconfig-agent", version)]
-struct Cli {}
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
-fn main() {
-    let _cli = Cli::parse();
-    println!("{}", fluxconfig_agent::version());
+#[derive(Subcommand)]
+enum Command {
+    /// Run the agent against the cluster (in-cluster config or KUBECONFIG).
+    Run(Box<RunArgs>),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => run_agent(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_agent(args: &RunArgs) -> Result<(), String> {
+    telemetry::init(args.log_level);
+    let config = AgentConfig::from_args(args).map_err(|e| e.to_string())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting the runtime: {e}"))?;
+    runtime.block_on(async move {
+        let client = kube::Client::try_default()
+            .await
+            .map_err(|e| format!("connecting to the cluster: {e}"))?;
+        tracing::info!(
+            dataplane = %config.dataplane_url,
+            cluster = %config.cluster.path(),
+            version = fluxconfig_agent::version(),
+            "starting"
+        );
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            termination_signal().await;
+            tracing::info!("shutting down");
+            let _ = stop_tx.send(true);
+            // Keep the sender alive: dropping it would also read as "stop", which is fine, but
+            // holding it keeps the intent explicit.
+            std::future::pending::<()>().await;
+        });
+        fluxconfig_agent::run::run(client, config, stop_rx)
+            .await
+            .map_err(|e| e.to_string())
+    })
+}
+
+async fn termination_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

@@ -117,7 +117,10 @@ fn run_controller(args: RunArgs) -> Result<(), String> {
             tracing::info!("shutting down");
             let _ = stop_tx.send(true);
         });
-        run::run(client, config, stop_rx)
+        let metrics = std::sync::Arc::new(
+            fluxconfig_controller::metrics::Metrics::new().map_err(|e| e.to_string())?,
+        );
+        run::run(client, config, metrics, stop_rx)
             .await
             .map_err(|e| e.to_string())
     })

@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use crate::http::{self, Health};
 use crate::leader::{LeaderElector, LeaseConfig};
 use crate::metrics::{Metrics, MetricsError};
+
 use crate::reconciler::{self, Context, Stores};
 
 #[derive(Debug, thiserror::Error)]
@@ -50,9 +51,9 @@ pub struct RunConfig {
 pub async fn run(
     client: Client,
     config: RunConfig,
+    metrics: Arc<Metrics>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), RunError> {
-    let metrics = Arc::new(Metrics::new()?);
     let health = Health::default();
     let listener = http::bind(config.metrics_addr)
         .await

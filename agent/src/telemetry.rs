@@ -1,0 +1,39 @@
+//! Logging: JSON lines on stdout, level from `--log-level` unless `RUST_LOG` says otherwise.
+//! Nothing logged by the agent carries a token, key, password or protected value: those types
+//! redact themselves in `Debug`, and errors are built without them.
+
+use tracing_subscriber::EnvFilter;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogLevel {
+    Info,
+    Error,
+}
+
+impl LogLevel {
+    fn directive(self) -> &'static str {
+        match self {
+            LogLevel::Info => "info",
+            LogLevel::Error => "error",
+        }
+    }
+}
+
+/// Installs the global subscriber; a second call (tests) is a no-op.
+pub fn init(level: LogLevel) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        // Library chatter at info would drown the agent's own lines (and reqwest/hyper at debug
+        // would log headers).
+        EnvFilter::new(format!(
+            "{},kube=warn,hyper=warn,reqwest=warn,rustls=warn",
+            level.directive()
+        ))
+    });
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .with_current_span(true)
+        .with_span_list(false)
+        .with_target(false)
+        .with_env_filter(filter)
+        .try_init();
+}
