@@ -50,7 +50,11 @@ pub struct FluxConfigSpec {
     pub azure_blob: Option<AzureBlobDefinition>,
     pub oci_repository: Option<OciRepositoryDefinition>,
     /// Kustomizations keyed by name; each becomes the Flux Kustomization `<config>-<name>`.
+    // Atomic: with server-side apply a granular map of objects keeps a removed kustomization
+    // behind as an empty `{}` entry (map keys are not pruned like struct fields), which would
+    // read as a new kustomization at the repository root.
     #[serde(default)]
+    #[schemars(extend("x-kubernetes-map-type" = "atomic"))]
     pub kustomizations: BTreeMap<String, KustomizationDefinition>,
     pub wait_for_reconciliation: Option<bool>,
     /// ISO 8601 duration, e.g. `PT10M`.
@@ -229,7 +233,9 @@ pub struct VerifyDefinition {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub match_oidc_identity: Vec<MatchOidcIdentityDefinition>,
     /// Public keys by name (base64 PEM); public, so they may live in the spec.
+    // Atomic, so a key dropped from Azure is dropped here too.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("x-kubernetes-map-type" = "atomic"))]
     pub verification_config: BTreeMap<String, String>,
 }
 

@@ -56,6 +56,8 @@ fn crd_has_the_tutorial_printer_columns_and_status_subresource() {
     ] {
         assert!(spec[property].is_object(), "spec.{property} missing");
     }
+    // Server-side apply must drop a removed kustomization entirely, not leave `{}` behind.
+    assert_eq!(spec["kustomizations"]["x-kubernetes-map-type"], "atomic");
     let status = &version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"];
     let compliance: Vec<&str> = status["complianceState"]["enum"]
         .as_array()

@@ -24,6 +24,10 @@ const STALLED: &str = "Stalled";
 /// Flux's reason for "waiting on another object": not a failure of this object, and the object it
 /// waits on carries its own state, so the roll-up still surfaces a real failure.
 const DEPENDENCY_NOT_READY: &str = "DependencyNotReady";
+/// helm-controller's reason while the release's HelmChart has no artifact yet: right after a
+/// release is applied this is the normal wait for the chart to be fetched, not a failure. A chart
+/// that never arrives stays Pending (with this reason in the message) rather than flapping.
+const HELM_CHART_NOT_READY: &str = "HelmChartNotReady";
 
 /// What the controller observed of one Flux object (or that it is missing).
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -42,7 +46,15 @@ pub struct Observed {
     pub helm: Option<HelmReleaseProperties>,
     pub artifact_revision: Option<String>,
     pub artifact_updated_at: Option<String>,
+    /// Seconds since the object was created, when the caller knows the time; keeps this module
+    /// free of clocks.
+    pub age_seconds: Option<i64>,
 }
+
+/// How long a freshly created object may go without any status before it counts as Unknown
+/// rather than Pending: Flux picks objects up within seconds, so silence past this means no Flux
+/// controller is looking at it.
+pub const NO_STATUS_GRACE_SECONDS: i64 = 120;
 
 impl Observed {
     pub fn missing(
@@ -287,8 +299,14 @@ fn assess(o: &Observed) -> Assessment {
 
     let no_status_yet = o.conditions.is_empty() && o.observed_generation.is_none_or(|g| g < 0);
     if no_status_yet {
-        // Flux writes a Reconciling condition as soon as it picks an object up; nothing at all
-        // means no Flux controller has looked at it (yet, or because it is not running).
+        // Right after creation this is the normal wait for Flux to pick the object up. Flux writes
+        // a Reconciling condition as soon as it does, so silence beyond the grace period means no
+        // Flux controller is looking at it.
+        if o.age_seconds
+            .is_some_and(|age| age < NO_STATUS_GRACE_SECONDS)
+        {
+            return Assessment::new(Pending, "waiting for Flux to pick it up");
+        }
         return Assessment::new(Unknown, "no status reported by Flux yet");
     }
 
@@ -304,7 +322,7 @@ fn assess(o: &Observed) -> Assessment {
     }
 
     if let Some(ready) = ready.filter(|c| c.status == "False") {
-        if ready.reason == DEPENDENCY_NOT_READY {
+        if ready.reason == DEPENDENCY_NOT_READY || ready.reason == HELM_CHART_NOT_READY {
             return Assessment::new(Pending, describe(ready));
         }
         if condition_is_stale(ready, o.generation) {
@@ -346,6 +364,33 @@ fn stale_detail(o: &Observed) -> String {
         (Some(current), _) => format!("generation {current} not reconciled yet"),
         (None, _) => "latest changes not reconciled yet".to_string(),
     }
+}
+
+/// kustomize-controller's reason when it cannot fetch the source artifact.
+const ARTIFACT_FAILED: &str = "ArtifactFailed";
+
+/// A Kustomization that could not get its source artifact is waiting, not failing, while the
+/// source is not ready yet or when it failed before the source's current artifact existed (Flux
+/// retries it): the source's own state carries any real failure, as with DependencyNotReady.
+/// Without this a fresh configuration flaps to Non-Compliant before Flux fetched it once.
+fn assess_in_context(
+    o: &Observed,
+    source_ready: bool,
+    artifact_at: Option<k8s_openapi::jiff::Timestamp>,
+) -> Assessment {
+    let assessment = assess(o);
+    if o.kind != KIND_KUSTOMIZATION || assessment.state != ComplianceState::NonCompliant {
+        return assessment;
+    }
+    let failed_fetch =
+        condition(o, READY).filter(|c| c.status == "False" && c.reason == ARTIFACT_FAILED);
+    let waiting = failed_fetch.is_some_and(|c| {
+        !source_ready || artifact_at.is_some_and(|at| c.last_transition_time.0 <= at)
+    });
+    if waiting {
+        return Assessment::new(ComplianceState::Pending, "waiting for the source artifact");
+    }
+    assessment
 }
 
 pub fn object_state(o: &Observed) -> ComplianceState {
@@ -434,9 +479,16 @@ pub fn roll_up(config_suspended: bool, objects: &[Observed]) -> Rollup {
     });
     ordered.dedup_by(|b, a| a.kind == b.kind && a.namespace == b.namespace && a.name == b.name);
 
-    let assessed: Vec<(&Observed, Assessment)> = ordered.iter().map(|o| (*o, assess(o))).collect();
-
     let source = ordered.iter().find(|o| is_source_kind(&o.kind));
+    let source_ready = source.is_some_and(|s| assess(s).state == ComplianceState::Compliant);
+    let artifact_at = source
+        .and_then(|s| s.artifact_updated_at.as_deref())
+        .and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok());
+    let assessed: Vec<(&Observed, Assessment)> = ordered
+        .iter()
+        .map(|o| (*o, assess_in_context(o, source_ready, artifact_at)))
+        .collect();
+
     let source_synced_commit_id = source.and_then(|s| s.artifact_revision.clone());
     let source_updated_at = source.and_then(|s| s.artifact_updated_at.clone());
 
@@ -458,7 +510,13 @@ pub fn roll_up(config_suspended: bool, objects: &[Observed]) -> Rollup {
     Rollup {
         state,
         message,
-        statuses: ordered.iter().map(|o| object_status(o)).collect(),
+        statuses: assessed
+            .iter()
+            .map(|(o, a)| ObjectStatus {
+                compliance_state: a.state,
+                ..object_status(o)
+            })
+            .collect(),
         source_synced_commit_id,
         source_updated_at,
     }
@@ -646,6 +704,37 @@ mod tests {
                 Pending,
             ),
             (
+                "exists, no status, just created",
+                Observed {
+                    age_seconds: Some(3),
+                    observed_generation: None,
+                    ..ks("a", vec![])
+                },
+                Pending,
+            ),
+            (
+                "exists, no status, past the grace period",
+                Observed {
+                    age_seconds: Some(NO_STATUS_GRACE_SECONDS + 1),
+                    observed_generation: None,
+                    ..ks("a", vec![])
+                },
+                Unknown,
+            ),
+            (
+                "HelmChartNotReady",
+                ks(
+                    "a",
+                    vec![cond(
+                        READY,
+                        "False",
+                        HELM_CHART_NOT_READY,
+                        "HelmChart 'a/a-b' is not ready",
+                    )],
+                ),
+                Pending,
+            ),
+            (
                 "Ready=True at latest generation",
                 ks("a", vec![ready_true()]),
                 Compliant,
@@ -756,6 +845,53 @@ mod tests {
         );
         assert_eq!(r.state, Suspended);
         assert_eq!(r.message.as_deref(), Some("the configuration is suspended"));
+    }
+
+    #[test]
+    fn kustomization_waiting_for_an_unready_source_is_pending() {
+        let waiting = ks(
+            "cluster-config-infra",
+            vec![cond(
+                READY,
+                "False",
+                ARTIFACT_FAILED,
+                "Source artifact not found, retrying in 30s",
+            )],
+        );
+        let source_pending = Observed {
+            observed_generation: None,
+            age_seconds: Some(1),
+            ..obs(KIND_GIT_REPOSITORY, "cluster-config", vec![])
+        };
+        let r = roll_up(false, &[source_pending, waiting.clone()]);
+        assert_eq!(r.state, Pending);
+        assert!(
+            r.statuses.iter().all(|s| s.compliance_state == Pending),
+            "{:?}",
+            r.statuses
+        );
+
+        // A fetch that failed before the source's current artifact existed is retried.
+        let mut source_ready = obs(KIND_GIT_REPOSITORY, "cluster-config", vec![ready_true()]);
+        let failed_at = waiting.conditions[0].last_transition_time.0;
+        source_ready.artifact_updated_at = Some(
+            failed_at
+                .checked_add(k8s_openapi::jiff::SignedDuration::from_secs(1))
+                .expect("time")
+                .to_string(),
+        );
+        let r = roll_up(false, &[source_ready.clone(), waiting.clone()]);
+        assert_eq!(r.state, Pending);
+
+        // Failing after the artifact was there is a real failure.
+        source_ready.artifact_updated_at = Some(
+            failed_at
+                .checked_sub(k8s_openapi::jiff::SignedDuration::from_secs(1))
+                .expect("time")
+                .to_string(),
+        );
+        let r = roll_up(false, &[source_ready, waiting]);
+        assert_eq!(r.state, NonCompliant);
     }
 
     #[test]

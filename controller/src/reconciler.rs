@@ -210,6 +210,11 @@ async fn apply(
     let state = rollup.compliance_state;
     write_status(config, namespace, rollup, ctx).await?;
     ctx.metrics.set_compliance(&key(namespace, name), state);
+    // Watches report Flux's progress; the short requeue only matters for an object Flux never
+    // picks up, whose Pending must turn into Unknown once the grace period is over.
+    if state == Some(ComplianceState::Pending) {
+        return Ok(Action::requeue(Duration::from_secs(30)));
+    }
     Ok(Action::requeue(REAPPLY_AFTER))
 }
 
@@ -402,8 +407,10 @@ async fn apply_objects(objects: &FluxObjects, ctx: &Context) -> Result<(), Error
     Ok(())
 }
 
-/// Server-side applies one object unless it is already in place: for watched kinds the cache
-/// says so (catching drift); for the rest, an identical apply in the last REAPPLY_AFTER.
+/// Server-side applies one object unless it is already in place: this process applied exactly
+/// this desired state before (so no field it stopped setting still needs removing) and, for
+/// watched kinds, the cache shows it is still there (catching drift); unwatched kinds are trusted
+/// for REAPPLY_AFTER.
 async fn apply_one<K>(obj: &K, ctx: &Context, store: Option<&Store<K>>) -> Result<(), Error>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
@@ -419,18 +426,19 @@ where
     let cache_key = format!("{kind}/{namespace}/{name}");
     let hash = hash_value(&desired);
 
-    let in_place = match store {
-        Some(store) => store
+    let last = ctx
+        .applied
+        .lock()
+        .ok()
+        .and_then(|a| a.get(&cache_key).copied());
+    let in_place = match (last, store) {
+        (Some((h, _)), Some(store)) if h == hash => store
             .get(&ObjectRef::new(&name).within(&namespace))
             .map(|live| serde_json::to_value(live.as_ref()).map(|l| contains(&l, &desired)))
             .transpose()?
             .unwrap_or(false),
-        None => ctx
-            .applied
-            .lock()
-            .ok()
-            .and_then(|a| a.get(&cache_key).copied())
-            .is_some_and(|(h, at)| h == hash && at.elapsed() < REAPPLY_AFTER),
+        (Some((h, at)), None) => h == hash && at.elapsed() < REAPPLY_AFTER,
+        _ => false,
     };
     if in_place {
         return Ok(());
@@ -653,19 +661,19 @@ fn roll_up(
             .stores
             .git
             .get(&ObjectRef::new(name).within(namespace))
-            .map(|o| Observed::from_git_repository(&o))
+            .map(|o| aged(Observed::from_git_repository(&o), o.meta()))
             .unwrap_or_else(|| Observed::missing("GitRepository", name, namespace)),
         Source::Bucket(_) => ctx
             .stores
             .bucket
             .get(&ObjectRef::new(name).within(namespace))
-            .map(|o| Observed::from_bucket(&o))
+            .map(|o| aged(Observed::from_bucket(&o), o.meta()))
             .unwrap_or_else(|| Observed::missing("Bucket", name, namespace)),
         Source::Oci(_) => ctx
             .stores
             .oci
             .get(&ObjectRef::new(name).within(namespace))
-            .map(|o| Observed::from_oci_repository(&o))
+            .map(|o| aged(Observed::from_oci_repository(&o), o.meta()))
             .unwrap_or_else(|| Observed::missing("OCIRepository", name, namespace)),
     }];
     let mut helm = Vec::new();
@@ -677,7 +685,7 @@ fn roll_up(
             .get(&ObjectRef::new(&ks_name).within(namespace))
         {
             Some(live) => {
-                observed.push(Observed::from_kustomization(&live));
+                observed.push(aged(Observed::from_kustomization(&live), live.meta()));
                 let applied_by = ObjectReference {
                     name: ks_name.clone(),
                     namespace: namespace.to_string(),
@@ -689,7 +697,10 @@ fn roll_up(
                             .helm_releases
                             .get(&ObjectRef::new(&hr_name).within(&hr_ns))
                         {
-                            Some(hr) => Observed::from_helm_release(&hr, applied_by.clone()),
+                            Some(hr) => aged(
+                                Observed::from_helm_release(&hr, applied_by.clone()),
+                                hr.meta(),
+                            ),
                             None => Observed {
                                 applied_by: Some(applied_by.clone()),
                                 ..Observed::missing("HelmRelease", &hr_name, &hr_ns)
@@ -717,6 +728,16 @@ fn roll_up(
             .filter(|_| rollup.state == ComplianceState::NonCompliant),
         observed_generation: config.metadata.generation,
     }
+}
+
+/// Adds the object's age, which tells a just-created object without status (Pending) from one
+/// Flux never picked up (Unknown).
+fn aged(mut observed: Observed, meta: &kube::api::ObjectMeta) -> Observed {
+    observed.age_seconds = meta
+        .creation_timestamp
+        .as_ref()
+        .map(|t| t.0.duration_until(Timestamp::now()).as_secs());
+    observed
 }
 
 /// Whether two statuses differ in what the controller owns: not the time of the last write,

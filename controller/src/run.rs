@@ -52,7 +52,7 @@ pub async fn run(
     client: Client,
     config: RunConfig,
     metrics: Arc<Metrics>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> Result<(), RunError> {
     let health = Health::default();
     let listener = http::bind(config.metrics_addr)
@@ -64,28 +64,55 @@ pub async fn run(
     let bound = listener.local_addr().unwrap_or(config.metrics_addr);
     tracing::info!(address = %bound, "serving /metrics, /healthz and /readyz");
     let mut http_shutdown = shutdown.clone();
-    let server = tokio::spawn(http::serve(
-        listener,
-        metrics.clone(),
-        health.clone(),
-        async move {
-            let _ = http_shutdown.wait_for(|s| *s).await;
-        },
-    ));
-
-    let (leading_tx, mut leading) = watch::channel(config.lease.is_none());
-    let (campaign_stop_tx, campaign_stop) = watch::channel(false);
-    let campaign = config.lease.clone().map(|lease| {
-        let elector = LeaderElector::new(client.clone(), lease);
-        tokio::spawn(elector.campaign(leading_tx, campaign_stop))
+    let server = http::serve(listener, metrics.clone(), health.clone(), async move {
+        let _ = http_shutdown.wait_for(|s| *s).await;
     });
+
+    let (leading_tx, leading) = watch::channel(config.lease.is_none());
+    // Without election nobody publishes on the channel; keep a sender so it never reads as closed
+    // (a closed channel would look like lost leadership).
+    let _keep_leading_open = leading_tx.clone();
+    let (campaign_stop_tx, campaign_stop) = watch::channel(false);
+    let campaign = async {
+        if let Some(lease) = config.lease.clone() {
+            LeaderElector::new(client.clone(), lease)
+                .campaign(leading_tx, campaign_stop)
+                .await;
+        }
+    };
     // A standby is healthy and ready: it is exactly what it should be.
     health.set_ready(true);
 
+    // One future, not spawned tasks: whatever ends this function (return or abort) ends the
+    // campaign and the endpoints with it, as a process exit would.
+    let reconcile = async {
+        let result = lead_while_elected(&client, &config, &metrics, leading, shutdown).await;
+        // Hand the lease over only after the controller has stopped writing.
+        let _ = campaign_stop_tx.send(true);
+        result
+    };
+    let (served, (), result) = tokio::join!(server, campaign, reconcile);
+    if let Err(e) = served {
+        tracing::error!(error = %e, "metrics endpoint failed");
+    }
+    result
+}
+
+/// Runs the controller each time this replica becomes leader, until shutdown.
+async fn lead_while_elected(
+    client: &Client,
+    config: &RunConfig,
+    metrics: &Arc<Metrics>,
+    mut leading: watch::Receiver<bool>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), RunError> {
     loop {
         tokio::select! {
             _ = leading.wait_for(|l| *l) => {}
             _ = shutdown.wait_for(|s| *s) => break,
+        }
+        if *shutdown.borrow() {
+            break;
         }
         metrics.leader.set(1);
         let mut lost = leading.clone();
@@ -96,20 +123,13 @@ pub async fn run(
                 _ = stop.wait_for(|s| *s) => {}
             }
         };
-        run_controller(client.clone(), metrics.clone(), &config, stop_signal).await?;
+        run_controller(client.clone(), metrics.clone(), config, stop_signal).await?;
         metrics.leader.set(0);
         if *shutdown.borrow() {
             break;
         }
         tracing::info!("lost leadership; standing by");
     }
-
-    // Hand the lease over only after the controller has stopped writing.
-    let _ = campaign_stop_tx.send(true);
-    if let Some(c) = campaign {
-        let _ = c.await;
-    }
-    let _ = server.await;
     Ok(())
 }
 
