@@ -414,12 +414,11 @@ async fn agent_syncs_reports_and_never_deletes_on_failure() {
     })
     .await;
     let ssh_secret = secrets.get("sshcfg-protected-settings").await.unwrap();
-    assert!(ssh_secret
+    assert!(!ssh_secret
         .metadata
         .annotations
         .unwrap_or_default()
-        .get("clusterconfig.azure.com/generated-ssh-key")
-        .is_none());
+        .contains_key("clusterconfig.azure.com/generated-ssh-key"));
     assert_eq!(
         ssh_secret.data.unwrap()["sshPrivateKey"].0,
         own.private_openssh.as_bytes().to_vec()

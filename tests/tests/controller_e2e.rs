@@ -205,15 +205,6 @@ async fn ensure_namespace(client: &Client, ns: &str) {
     .expect("namespace");
 }
 
-async fn compliance(api: &Api<FluxConfig>, name: &str) -> Option<ComplianceState> {
-    api.get_opt(name)
-        .await
-        .ok()
-        .flatten()
-        .and_then(|c| c.status)
-        .and_then(|s| s.compliance_state)
-}
-
 async fn wait_for_state(api: &Api<FluxConfig>, name: &str, state: ComplianceState) -> FluxConfig {
     let deadline = tokio::time::Instant::now() + DEADLINE;
     loop {
@@ -292,7 +283,8 @@ async fn tutorial_goes_pending_then_compliant_with_every_object_reported() {
         "states: {seen:?}"
     );
     assert!(
-        seen.iter().all(|(s, _)| *s != ComplianceState::NonCompliant),
+        seen.iter()
+            .all(|(s, _)| *s != ComplianceState::NonCompliant),
         "a healthy configuration never reads Non-Compliant on its way: {seen:?}"
     );
 

@@ -1,4 +1,5 @@
-//! The testbed command line: the Kubernetes API emulator and (later) other simulators.
+//! The testbed command line: the Kubernetes API emulator, the Flux simulator, the Azure data
+//! plane and its `az k8s-configuration flux` look-alike.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -21,6 +22,10 @@ enum Command {
     BenchApiserver(BenchArgs),
     /// Simulate the Flux controllers against the cluster in the current kubeconfig.
     SimulateFlux(fluxconfig_testbed::fluxsim::SimulateFluxArgs),
+    /// Serve the Azure data plane (configurations, status reports) until SIGINT/SIGTERM.
+    Dataplane(fluxconfig_testbed::dataplane::DataplaneArgs),
+    /// `az k8s-configuration flux` against the testbed data plane.
+    Flux(Box<fluxconfig_testbed::azcli::FluxArgs>),
 }
 
 #[derive(clap::Args, Debug)]
@@ -82,6 +87,10 @@ enum CliError {
     FellBehind,
     #[error(transparent)]
     FluxSim(#[from] fluxconfig_testbed::fluxsim::Error),
+    #[error(transparent)]
+    Dataplane(#[from] fluxconfig_testbed::dataplane::Error),
+    #[error(transparent)]
+    Flux(#[from] fluxconfig_testbed::azcli::Error),
 }
 
 async fn run_apiserver(args: ApiserverArgs) -> Result<(), CliError> {
@@ -136,6 +145,12 @@ async fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Apiserver(args) => run_apiserver(args).await,
         Command::SimulateFlux(args) => fluxconfig_testbed::fluxsim::run_simulate_flux(args)
+            .await
+            .map_err(CliError::from),
+        Command::Dataplane(args) => fluxconfig_testbed::dataplane::run(args)
+            .await
+            .map_err(CliError::from),
+        Command::Flux(args) => fluxconfig_testbed::azcli::run(*args)
             .await
             .map_err(CliError::from),
         Command::BenchApiserver(args) => {
