@@ -1,6 +1,11 @@
+//! The testbed: everything needed to run fluxconfig without a cluster or Azure — a Kubernetes
+//! API emulator, a Flux simulator, the Azure data plane and its `az` look-alike, fixtures, and
+//! the one-command sandbox.
+
 pub mod apiserver;
 pub mod azcli;
 pub mod bench_apiserver;
 pub mod dataplane;
 pub mod fixtures;
 pub mod fluxsim;
+pub mod sandbox;

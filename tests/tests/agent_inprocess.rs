@@ -390,12 +390,21 @@ async fn agent_syncs_reports_and_never_deletes_on_failure() {
         }
     })
     .await;
-    let fc = configs.get("good").await.unwrap();
-    assert_ne!(
-        fc.metadata.annotations.as_ref().unwrap()
-            ["clusterconfig.azure.com/protected-settings-hash"],
-        hash
-    );
+    // The Secret is written before the FluxConfig, so the annotation follows shortly after.
+    eventually("hash annotation changed", || {
+        let configs = configs.clone();
+        let hash = hash.clone();
+        async move {
+            let fc = configs.get_opt("good").await.ok()??;
+            let now = fc
+                .metadata
+                .annotations?
+                .get("clusterconfig.azure.com/protected-settings-hash")?
+                .clone();
+            (now != hash).then_some(())
+        }
+    })
+    .await;
 
     // The user supplies a key: the generated one is replaced and the public key withdrawn.
     let own = fluxconfig_agent::sshkey::generate("user").unwrap();

@@ -19,6 +19,7 @@
 //! `workloads` hold per-kind strategy, `discovery` and `openapi_builtin` the discovery and
 //! OpenAPI documents, `protobuf` decodes kubectl's protobuf request bodies.
 
+pub mod cel;
 pub mod patch;
 pub mod schema;
 pub mod selector;

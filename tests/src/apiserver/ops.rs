@@ -610,7 +610,6 @@ pub fn patch(store: &mut Store, req: &Req, content_type: &str, body: &[u8]) -> A
                     m.remove("status");
                 }
             }
-            default_list_keys(&def, &mut applied);
             let now = req.now_str();
             let merged = ssa::apply(ssa::ApplyRequest {
                 live: old.as_deref(),
@@ -1275,32 +1274,6 @@ pub fn controller_delete(
         if e.code != 404 {
             tracing::debug!(error = %e, resource = %qualified_resource(&req.def.group, &req.def.plural), "controller delete failed");
         }
-    }
-}
-
-/// Fills list-map key fields that have schema defaults (`protocol: TCP` of ports), which
-/// structured-merge-diff takes from the built-in schemas before merging.
-fn default_list_keys(def: &ResourceDef, applied: &mut Value) {
-    fn ports(list: Option<&mut Value>) {
-        if let Some(ps) = list.and_then(Value::as_array_mut) {
-            for p in ps.iter_mut().filter_map(Value::as_object_mut) {
-                p.entry("protocol").or_insert_with(|| json!("TCP"));
-            }
-        }
-    }
-    match (def.group.as_str(), def.kind.as_str()) {
-        ("", "Service") => ports(applied.pointer_mut("/spec/ports")),
-        ("apps", "Deployment") => {
-            for key in ["containers", "initContainers"] {
-                let path = format!("/spec/template/spec/{key}");
-                if let Some(cs) = applied.pointer_mut(&path).and_then(Value::as_array_mut) {
-                    for c in cs.iter_mut() {
-                        ports(c.get_mut("ports"));
-                    }
-                }
-            }
-        }
-        _ => {}
     }
 }
 

@@ -542,7 +542,7 @@ fn merge_list(
             .and_then(Value::as_str)
             == Some("replace")
     };
-    match types.list_type() {
+    match types.patch_list_type() {
         ListType::Atomic => {
             let mut out = Vec::new();
             for item in patch {
@@ -856,6 +856,64 @@ mod tests {
         assert_eq!(
             got["metadata"]["ownerReferences"],
             json!([{"uid": "2", "name": "renamed", "kind": "K"}, {"uid": "3", "name": "o3", "kind": "K"}])
+        );
+    }
+
+    #[test]
+    fn smp_builtin_list_strategies_follow_patch_strategy() {
+        // ServiceAccount.imagePullSecrets has no patch strategy: replaced.
+        let sa = TypeInfo::builtin("v1", "ServiceAccount");
+        let doc = json!({"secrets": [{"name": "a"}], "imagePullSecrets": [{"name": "pull-a"}]});
+        let got = strategic_merge_patch(
+            &doc,
+            &json!({"secrets": [{"name": "b"}], "imagePullSecrets": [{"name": "pull-b"}]}),
+            &sa,
+        )
+        .unwrap();
+        assert_eq!(got["imagePullSecrets"], json!([{"name": "pull-b"}]));
+        assert_eq!(got["secrets"], json!([{"name": "a"}, {"name": "b"}]));
+        // Namespace spec.finalizers is atomic.
+        let ns = TypeInfo::builtin("v1", "Namespace");
+        let got = strategic_merge_patch(
+            &json!({"spec": {"finalizers": ["kubernetes"]}}),
+            &json!({"spec": {"finalizers": ["x"]}}),
+            &ns,
+        )
+        .unwrap();
+        assert_eq!(got["spec"]["finalizers"], json!(["x"]));
+        // Service ports merge on `port` alone (patchMergeKey), even when the
+        // protocol differs.
+        let svc = TypeInfo::builtin("v1", "Service");
+        let got = strategic_merge_patch(
+            &json!({"spec": {"ports": [{"port": 80, "protocol": "TCP", "targetPort": 8080}]}}),
+            &json!({"spec": {"ports": [{"port": 80, "targetPort": 9090}]}}),
+            &svc,
+        )
+        .unwrap();
+        assert_eq!(
+            got["spec"]["ports"],
+            json!([{"port": 80, "protocol": "TCP", "targetPort": 9090}])
+        );
+        // RBAC rules are atomic.
+        let role = TypeInfo::builtin("rbac.authorization.k8s.io/v1", "Role");
+        let got = strategic_merge_patch(
+            &json!({"rules": [{"verbs": ["get"]}]}),
+            &json!({"rules": [{"verbs": ["list"]}]}),
+            &role,
+        )
+        .unwrap();
+        assert_eq!(got["rules"], json!([{"verbs": ["list"]}]));
+        // CRD status.conditions has no patch strategy.
+        let crd = TypeInfo::builtin("apiextensions.k8s.io/v1", "CustomResourceDefinition");
+        let got = strategic_merge_patch(
+            &json!({"status": {"conditions": [{"type": "A"}, {"type": "B"}]}}),
+            &json!({"status": {"conditions": [{"type": "B", "status": "True"}]}}),
+            &crd,
+        )
+        .unwrap();
+        assert_eq!(
+            got["status"]["conditions"],
+            json!([{"type": "B", "status": "True"}])
         );
     }
 

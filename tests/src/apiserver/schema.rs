@@ -2,9 +2,8 @@
 //! validation, and the list/map type information that server-side apply and
 //! strategic merge patch need.
 //!
-//! CEL rules (`x-kubernetes-validations`) are deliberately NOT evaluated: a
-//! CEL interpreter is out of scope for the emulator, so objects violating a
-//! CEL rule are accepted where a real server would reject them.
+//! CEL rules (`x-kubernetes-validations`) are evaluated by `cel` for the
+//! subset of CEL the Flux CRDs use; a rule outside it is logged and skipped.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
@@ -44,6 +43,13 @@ pub struct TypeInfo {
     deduced: bool,
     /// A map with typed values (`additionalProperties`).
     map: bool,
+    /// Schema defaults of `map` list key fields: an element that omits such
+    /// a key is identified by the default (`protocol: TCP` of ports), as
+    /// structured-merge-diff does before defaulting runs.
+    key_defaults: BTreeMap<String, Value>,
+    /// Strategic-merge-patch semantics where they differ from the SSA list
+    /// type (`patchStrategy`/`patchMergeKey` vs `listType`/`listMapKey`).
+    smp: Option<ListType>,
 }
 
 static EMPTY: TypeInfo = TypeInfo {
@@ -54,6 +60,8 @@ static EMPTY: TypeInfo = TypeInfo {
     preserve: false,
     deduced: false,
     map: false,
+    key_defaults: BTreeMap::new(),
+    smp: None,
 };
 
 static DEDUCED: TypeInfo = TypeInfo {
@@ -64,6 +72,8 @@ static DEDUCED: TypeInfo = TypeInfo {
     preserve: true,
     deduced: true,
     map: false,
+    key_defaults: BTreeMap::new(),
+    smp: None,
 };
 
 impl TypeInfo {
@@ -102,6 +112,13 @@ impl TypeInfo {
             ),
             _ => ListType::Atomic,
         };
+        if let ListType::Map(keys) = &t.list {
+            for k in keys {
+                if let Some(d) = s.pointer(&format!("/items/properties/{k}/default")) {
+                    t.key_defaults.insert(k.clone(), d.clone());
+                }
+            }
+        }
         t.map_atomic = s.get("x-kubernetes-map-type").and_then(Value::as_str) == Some("atomic");
         t.preserve = s.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true));
         if s.get("x-kubernetes-embedded-resource") == Some(&Value::Bool(true)) {
@@ -122,21 +139,34 @@ impl TypeInfo {
         t.fields.insert("status".to_string(), status);
         let group = api_version.rsplit_once('/').map(|(g, _)| g).unwrap_or("");
         match (group, kind) {
-            // spec.versions and status.conditions of CRDs are atomic on real
-            // servers: apply conflicts are reported on `.spec.versions` and
-            // `.status.conditions` as a whole.
+            // spec.versions is `+listType=atomic`; status.conditions is
+            // `+listType=map,listMapKey=type` but has no patch strategy, so
+            // SMP replaces it.
             ("apiextensions.k8s.io", "CustomResourceDefinition") => {
-                t.fields.insert("status".to_string(), TypeInfo::default());
+                let mut status = TypeInfo::default();
+                status.fields.insert(
+                    "conditions".to_string(),
+                    TypeInfo {
+                        smp: Some(ListType::Atomic),
+                        ..map_list(&["type"])
+                    },
+                );
+                t.fields.insert("status".to_string(), status);
             }
             ("", "Namespace") => {
                 let mut spec = TypeInfo::default();
-                spec.fields.insert("finalizers".to_string(), set_list());
+                // NamespaceSpec.finalizers is `+listType=atomic` (no patch
+                // strategy), unlike metadata.finalizers.
+                spec.fields
+                    .insert("finalizers".to_string(), TypeInfo::default());
                 t.fields.insert("spec".to_string(), spec);
             }
+            // Unlike PodSpec.imagePullSecrets, ServiceAccount.imagePullSecrets
+            // is `+listType=atomic` without a patch strategy: SMP replaces it.
             ("", "ServiceAccount") => {
                 t.fields.insert("secrets".to_string(), map_list(&["name"]));
                 t.fields
-                    .insert("imagePullSecrets".to_string(), map_list(&["name"]));
+                    .insert("imagePullSecrets".to_string(), TypeInfo::default());
             }
             ("", "Pod") => {
                 t.fields.insert("spec".to_string(), pod_spec_type());
@@ -159,8 +189,14 @@ impl TypeInfo {
             }
             ("", "Service") => {
                 let mut spec = TypeInfo::default();
-                spec.fields
-                    .insert("ports".to_string(), map_list(&["port", "protocol"]));
+                spec.fields.insert("ports".to_string(), ports_list("port"));
+                spec.fields.insert(
+                    "selector".to_string(),
+                    TypeInfo {
+                        map_atomic: true,
+                        ..TypeInfo::default()
+                    },
+                );
                 t.fields.insert("spec".to_string(), spec);
             }
             // Secret/ConfigMap data maps, Event and Lease fields are granular
@@ -211,6 +247,16 @@ impl TypeInfo {
         }
     }
 
+    /// The schema default of list-map key `key`, used when an element omits it.
+    pub fn key_default(&self, key: &str) -> Option<&Value> {
+        self.key_defaults.get(key)
+    }
+
+    /// List semantics for strategic merge patch.
+    pub fn patch_list_type(&self) -> &ListType {
+        self.smp.as_ref().unwrap_or(&self.list)
+    }
+
     pub fn is_set(&self) -> bool {
         self.list == ListType::Set
     }
@@ -225,6 +271,16 @@ fn map_list(keys: &[&str]) -> TypeInfo {
         list: ListType::Map(keys.iter().map(|k| k.to_string()).collect()),
         ..TypeInfo::default()
     }
+}
+
+/// Service and container ports: SSA keys on the port and `protocol`
+/// (defaulted to TCP), strategic merge patch on the port alone.
+fn ports_list(port: &str) -> TypeInfo {
+    let mut t = map_list(&[port, "protocol"]);
+    t.key_defaults
+        .insert("protocol".to_string(), Value::String("TCP".to_string()));
+    t.smp = Some(ListType::Map(vec![port.to_string()]));
+    t
 }
 
 fn set_list() -> TypeInfo {
@@ -246,10 +302,12 @@ fn object_meta_type() -> TypeInfo {
 
 fn pod_spec_type() -> TypeInfo {
     let mut container = TypeInfo::default();
-    container.fields.insert(
-        "ports".to_string(),
-        map_list(&["containerPort", "protocol"]),
-    );
+    container
+        .fields
+        .insert("ports".to_string(), ports_list("containerPort"));
+    container
+        .fields
+        .insert("volumeDevices".to_string(), map_list(&["devicePath"]));
     container
         .fields
         .insert("env".to_string(), map_list(&["name"]));
@@ -271,6 +329,30 @@ fn pod_spec_type() -> TypeInfo {
         .insert("imagePullSecrets".to_string(), map_list(&["name"]));
     spec.fields
         .insert("tolerations".to_string(), TypeInfo::default());
+    spec.fields.insert("ephemeralContainers".to_string(), {
+        let mut c = map_list(&["name"]);
+        c.elem = spec.fields.get("containers").and_then(|c| c.elem.clone());
+        c
+    });
+    spec.fields
+        .insert("hostAliases".to_string(), map_list(&["ip"]));
+    spec.fields
+        .insert("schedulingGates".to_string(), map_list(&["name"]));
+    spec.fields
+        .insert("resourceClaims".to_string(), map_list(&["name"]));
+    spec.fields
+        .insert("topologySpreadConstraints".to_string(), {
+            let mut t = map_list(&["topologyKey", "whenUnsatisfiable"]);
+            t.smp = Some(ListType::Map(vec!["topologyKey".to_string()]));
+            t
+        });
+    spec.fields.insert(
+        "nodeSelector".to_string(),
+        TypeInfo {
+            map_atomic: true,
+            ..TypeInfo::default()
+        },
+    );
     spec
 }
 
@@ -980,7 +1062,56 @@ fn fmt_num(v: &Value) -> String {
 pub fn validate(schema: &Value, obj: &Value) -> Vec<FieldError> {
     let mut errs = Vec::new();
     validate_node(schema, obj, "", true, &mut errs);
+    // Like the real server, CEL rules run after the OpenAPI checks and only
+    // when no type error or unsupported value makes the object unfit to
+    // evaluate against.
+    let blocking = errs
+        .iter()
+        .any(|e| matches!(e.reason, CauseType::TypeInvalid | CauseType::NotSupported));
+    if !blocking {
+        validate_cel(schema, obj, "", &mut errs);
+    }
     errs
+}
+
+/// Walks the schema and value together, evaluating `x-kubernetes-validations`
+/// at every node that carries them (with `self` = the value there).
+/// Transition rules (`oldSelf`) do not apply to creates; the emulator treats
+/// them as unsupported on updates too (no Flux CRD uses them).
+fn validate_cel(schema: &Value, v: &Value, path: &str, errs: &mut Vec<FieldError>) {
+    if v.is_null() {
+        return;
+    }
+    if let Some(rules) = schema
+        .get("x-kubernetes-validations")
+        .and_then(Value::as_array)
+    {
+        let type_name = schema.get("type").and_then(Value::as_str).unwrap_or("");
+        crate::apiserver::cel::validate_rules(rules, v, path, type_name, errs);
+    }
+    match v {
+        Value::Object(map) => {
+            let props = schema.get("properties").and_then(Value::as_object);
+            let additional = schema.get("additionalProperties").filter(|a| a.is_object());
+            for (k, child) in map {
+                // metadata at the root is ObjectMeta, not described here.
+                if path.is_empty() && k == "metadata" {
+                    continue;
+                }
+                if let Some(s) = props.and_then(|p| p.get(k)).or(additional) {
+                    validate_cel(s, child, &join(path, k), errs);
+                }
+            }
+        }
+        Value::Array(items) => {
+            if let Some(is) = schema.get("items") {
+                for (i, item) in items.iter().enumerate() {
+                    validate_cel(is, item, &format!("{path}[{i}]"), errs);
+                }
+            }
+        }
+        _ => {}
+    }
 }
 
 fn join(path: &str, key: &str) -> String {
@@ -1945,6 +2076,59 @@ mod tests {
     }
 
     #[test]
+    fn cel_rules_enforced_at_their_node() {
+        let gr = crd_schema("source.toolkit.fluxcd.io_gitrepositories.yaml");
+        let bad = gitrepo(
+            json!({"interval": "1m", "url": "https://example.com/r", "serviceAccountName": "w"}),
+        );
+        assert_eq!(
+            lines(&validate(&gr, &bad)),
+            vec!["spec: Invalid value: \"object\": serviceAccountName can only be set when provider is 'azure' or 'aws'"]
+        );
+        assert_eq!(validate(&gr, &bad)[0].reason, CauseType::Invalid);
+        let good = gitrepo(json!({"interval": "1m", "url": "https://example.com/r",
+            "serviceAccountName": "w", "provider": "azure"}));
+        assert!(validate(&gr, &good).is_empty());
+        // A type error blocks CEL evaluation, as upstream.
+        let typed = gitrepo(
+            json!({"interval": 5, "url": "https://example.com/r", "serviceAccountName": "w"}),
+        );
+        let l = lines(&validate(&gr, &typed));
+        assert_eq!(l.len(), 1, "{l:?}");
+        assert!(
+            l[0].starts_with("spec.interval: Invalid value: \"integer\""),
+            "{l:?}"
+        );
+
+        let hr = crd_schema("helm.toolkit.fluxcd.io_helmreleases.yaml");
+        let obj = |spec: Value| {
+            json!({"apiVersion": "helm.toolkit.fluxcd.io/v2", "kind": "HelmRelease",
+            "metadata": {"name": "h", "namespace": "ns"}, "spec": spec})
+        };
+        assert_eq!(
+            lines(&validate(&hr, &obj(json!({"interval": "1m"})))),
+            vec!["spec: Invalid value: \"object\": either chart or chartRef must be set"]
+        );
+        // Nested node: self is spec.upgrade.strategy there.
+        let nested = obj(
+            json!({"interval": "1m", "chartRef": {"kind": "OCIRepository", "name": "x"},
+            "upgrade": {"strategy": {"name": "RemediateOnFailure", "retryInterval": "1m"}}}),
+        );
+        assert_eq!(
+            lines(&validate(&hr, &nested)),
+            vec!["spec.upgrade.strategy: Invalid value: \"object\": .retryInterval can only be set when .name is 'RetryOnFailure'"]
+        );
+        let both = obj(
+            json!({"interval": "1m", "chartRef": {"kind": "OCIRepository", "name": "x"},
+            "kubeConfig": {"secretRef": {"name": "a"}, "configMapRef": {"name": "b"}}}),
+        );
+        assert_eq!(
+            lines(&validate(&hr, &both)),
+            vec!["spec.kubeConfig: Invalid value: \"object\": exactly one of spec.kubeConfig.configMapRef or spec.kubeConfig.secretRef must be specified"]
+        );
+    }
+
+    #[test]
     fn type_info_from_schema_and_builtin() {
         let s = json!({"type": "object", "properties": {"spec": {"type": "object", "properties": {
             "l": {"type": "array", "items": {"type": "string"}},
@@ -1982,7 +2166,10 @@ mod tests {
         assert!(t.child("metadata").child("finalizers").is_set());
 
         let ns = TypeInfo::builtin("v1", "Namespace");
-        assert!(ns.child("spec").child("finalizers").is_set());
+        assert_eq!(
+            ns.child("spec").child("finalizers").list_type(),
+            &ListType::Atomic
+        );
         assert_eq!(
             ns.child("status").child("conditions").list_keys(),
             Some(&["type".to_string()][..])
@@ -1992,19 +2179,72 @@ mod tests {
             crd.child("spec").child("versions").list_type(),
             &ListType::Atomic
         );
-        assert_eq!(
-            crd.child("status").child("conditions").list_type(),
-            &ListType::Atomic
-        );
+        let conds = crd.child("status").child("conditions");
+        assert_eq!(conds.list_keys(), Some(&["type".to_string()][..]));
+        assert_eq!(conds.patch_list_type(), &ListType::Atomic);
         let sa = TypeInfo::builtin("v1", "ServiceAccount");
         assert_eq!(
             sa.child("secrets").list_keys(),
             Some(&["name".to_string()][..])
         );
+        let ips = sa.child("imagePullSecrets");
+        assert_eq!(ips.list_type(), &ListType::Atomic);
+        assert_eq!(ips.patch_list_type(), &ListType::Atomic);
+        // PodSpec.imagePullSecrets, by contrast, merges by name.
+        let dep = TypeInfo::builtin("apps/v1", "Deployment");
+        let pod = dep.child("spec").child("template").child("spec");
         assert_eq!(
-            sa.child("imagePullSecrets").list_keys(),
+            pod.child("imagePullSecrets").list_keys(),
             Some(&["name".to_string()][..])
         );
+        let ports = pod.child("containers").elem().child("ports");
+        assert_eq!(
+            ports.list_keys(),
+            Some(&["containerPort".to_string(), "protocol".to_string()][..])
+        );
+        assert_eq!(
+            ports.patch_list_type(),
+            &ListType::Map(vec!["containerPort".to_string()])
+        );
+        assert_eq!(ports.key_default("protocol"), Some(&json!("TCP")));
+        assert_eq!(ports.key_default("containerPort"), None);
+        assert_eq!(
+            pod.child("containers").elem().child("env").list_keys(),
+            Some(&["name".to_string()][..])
+        );
+        assert_eq!(
+            pod.child("volumes").list_keys(),
+            Some(&["name".to_string()][..])
+        );
+        assert_eq!(pod.child("tolerations").list_type(), &ListType::Atomic);
+        let svc = TypeInfo::builtin("v1", "Service");
+        let sp = svc.child("spec").child("ports");
+        assert_eq!(
+            sp.list_keys(),
+            Some(&["port".to_string(), "protocol".to_string()][..])
+        );
+        assert_eq!(
+            sp.patch_list_type(),
+            &ListType::Map(vec!["port".to_string()])
+        );
+        assert_eq!(sp.key_default("protocol"), Some(&json!("TCP")));
+        assert!(svc.child("spec").child("selector").is_atomic_map());
+        for kind in ["Role", "ClusterRole"] {
+            let r = TypeInfo::builtin("rbac.authorization.k8s.io/v1", kind);
+            assert_eq!(r.child("rules").list_type(), &ListType::Atomic);
+            assert_eq!(r.child("rules").patch_list_type(), &ListType::Atomic);
+        }
+        for kind in ["RoleBinding", "ClusterRoleBinding"] {
+            let r = TypeInfo::builtin("rbac.authorization.k8s.io/v1", kind);
+            assert_eq!(r.child("subjects").patch_list_type(), &ListType::Atomic);
+        }
+        // Key defaults come from the CRD schema's `default` on the key field.
+        let kd = TypeInfo::from_schema(&json!({"type": "object", "properties": {"l": {
+            "type": "array", "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name", "proto"],
+            "items": {"type": "object", "properties": {"name": {"type": "string"},
+                "proto": {"type": "string", "default": "TCP"}}}}}}));
+        assert_eq!(kd.child("l").key_default("proto"), Some(&json!("TCP")));
+        assert_eq!(kd.child("l").key_default("name"), None);
         // Flux conditions carry no list-type, so they are atomic for CRs.
         let gr =
             TypeInfo::from_schema(&crd_schema("source.toolkit.fluxcd.io_gitrepositories.yaml"));

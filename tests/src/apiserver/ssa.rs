@@ -289,23 +289,31 @@ struct Leaf {
     kind: Kind,
 }
 
-fn key_element(item: &Value, keys: &[String]) -> String {
+/// The value of key field `k` of a list-map element, falling back to the
+/// key's schema default so that `{port: 80}` and `{port: 80, protocol: TCP}`
+/// are the same element.
+fn key_value<'v>(item: &'v Value, k: &str, list: &'v TypeInfo) -> Option<&'v Value> {
+    item.get(k)
+        .filter(|v| !v.is_null())
+        .or_else(|| list.key_default(k))
+}
+
+/// `list` is the type of the list itself (it carries keys and key defaults).
+fn key_element(item: &Value, list: &TypeInfo) -> String {
+    let keys = list.list_keys().unwrap_or(&[]);
     let mut sorted: Vec<&String> = keys.iter().collect();
     sorted.sort();
     let parts: Vec<String> = sorted
         .iter()
-        .filter_map(|k| {
-            item.get(k.as_str())
-                .map(|v| format!("{}:{}", go_quote(k), v))
-        })
+        .filter_map(|k| key_value(item, k, list).map(|v| format!("{}:{}", go_quote(k), v)))
         .collect();
     format!("k:{{{}}}", parts.join(","))
 }
 
 /// The path element of an item of a set or map list.
-fn item_element(item: &Value, list_type: &ListType) -> String {
-    match list_type {
-        ListType::Map(keys) => key_element(item, keys),
+fn item_element(item: &Value, list: &TypeInfo) -> String {
+    match list.list_type() {
+        ListType::Map(_) => key_element(item, list),
         _ => format!("v:{item}"),
     }
 }
@@ -352,10 +360,10 @@ fn collect(v: &Value, t: &TypeInfo, path: &mut Path, out: &mut BTreeMap<Path, Le
                     path.pop();
                 }
             }
-            ListType::Map(keys) => {
+            ListType::Map(_) => {
                 put(path, Value::Null, Kind::Container);
                 for it in items {
-                    path.push(key_element(it, keys));
+                    path.push(key_element(it, t));
                     out.insert(
                         path.clone(),
                         Leaf {
@@ -586,12 +594,12 @@ fn merge(live: &Value, cfg: &Value, t: &TypeInfo) -> Value {
         (Value::Array(l), Value::Array(c)) => match t.list_type() {
             ListType::Atomic => cfg.clone(),
             ListType::Set => Value::Array(merge_list(l, c, |v| v.to_string(), |_, r| r.clone())),
-            ListType::Map(keys) => {
+            ListType::Map(_) => {
                 let elem = t.elem();
                 Value::Array(merge_list(
                     l,
                     c,
-                    |v| key_element(v, keys),
+                    |v| key_element(v, t),
                     |lv, rv| merge(lv, rv, elem),
                 ))
             }
@@ -695,7 +703,7 @@ fn remove_paths(v: &mut Value, types: &TypeInfo, path: &mut Path, remove: &Field
             let elem = types.elem();
             let mut kept = Vec::new();
             for mut it in std::mem::take(items) {
-                path.push(item_element(&it, list_type));
+                path.push(item_element(&it, types));
                 if !remove.contains(path) {
                     remove_paths(&mut it, elem, path, remove);
                     kept.push(it);
@@ -750,7 +758,7 @@ fn validate_lists(v: &Value, t: &TypeInfo, path: &mut Path) -> Result<(), ApplyE
                         )));
                     }
                     for k in keys {
-                        if it.get(k).is_none_or(Value::is_null) {
+                        if key_value(it, k, t).is_none() {
                             return Err(ApplyError::Invalid(format!(
                                 "{}: element {i}: associative list with keys has an element that omits key field {} (and doesn't have default value)",
                                 path_string(path),
@@ -758,7 +766,7 @@ fn validate_lists(v: &Value, t: &TypeInfo, path: &mut Path) -> Result<(), ApplyE
                             )));
                         }
                     }
-                    let pe = key_element(it, keys);
+                    let pe = key_element(it, t);
                     path.push(pe.clone());
                     if !seen.insert(pe) {
                         let msg = format!(
@@ -1519,6 +1527,67 @@ mod tests {
             json!({"f:status": {"f:phase": {}, "f:conditions": {"k:{\"type\":\"A\"}": {".": {}, "f:status": {}, "f:type": {}}}}})
         );
         assert!(entry(&out, "m").unwrap().get("subresource").is_none());
+    }
+
+    #[test]
+    fn list_map_key_defaults_identify_elements() {
+        let t = TypeInfo::builtin("v1", "Service");
+        let svc = |ports: Value| {
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s", "namespace": "ns"},
+                "spec": {"ports": ports}})
+        };
+        // No protocol: accepted, keyed by the default, protocol itself not owned.
+        let out = do_apply(
+            None,
+            &svc(json!([{"port": 80, "targetPort": 8080}])),
+            "m",
+            false,
+            &t,
+        )
+        .unwrap();
+        let fv = &entry(&out, "m").unwrap()["fieldsV1"];
+        assert_eq!(
+            fv["f:spec"]["f:ports"],
+            json!({"k:{\"port\":80,\"protocol\":\"TCP\"}": {".": {}, "f:port": {}, "f:targetPort": {}}})
+        );
+        // The live object after defaulting carries protocol: TCP; re-applying
+        // without it is the same element, not a second one.
+        let mut live = out.clone();
+        live["spec"]["ports"][0]["protocol"] = json!("TCP");
+        let out = do_apply(
+            Some(&live),
+            &svc(json!([{"port": 80, "targetPort": 9090}])),
+            "m",
+            false,
+            &t,
+        )
+        .unwrap();
+        assert_eq!(
+            out["spec"]["ports"],
+            json!([{"port": 80, "protocol": "TCP", "targetPort": 9090}])
+        );
+        // Explicit TCP and omitted protocol collide as duplicates.
+        let err = do_apply(
+            None,
+            &svc(json!([{"port": 80}, {"port": 80, "protocol": "TCP"}])),
+            "m",
+            false,
+            &t,
+        )
+        .unwrap_err();
+        assert!(
+            err.message().contains("duplicate entries for key"),
+            "{}",
+            err.message()
+        );
+        // A key without a default is still required.
+        let err = do_apply(None, &svc(json!([{"protocol": "UDP"}])), "m", false, &t).unwrap_err();
+        assert!(
+            err.message()
+                .contains("omits key field \"port\" (and doesn't have default value)"),
+            "{}",
+            err.message()
+        );
     }
 
     #[test]

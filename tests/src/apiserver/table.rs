@@ -118,6 +118,42 @@ pub fn builtin_columns(kind: &str) -> Vec<Column> {
             c("Count", "string", "The number of times this event has occurred.", 1, "event-count"),
             Column { priority: 1, ..Column::name_column() },
         ],
+        "Deployment" => vec![
+            Column::name_column(),
+            c("Ready", "string", "Number of the pod with ready state", 0, "deploy-ready"),
+            c("Up-to-date", "string", "Total number of non-terminated pods targeted by this deployment that have the desired template spec.", 0, "deploy-updated"),
+            c("Available", "string", "Total number of available pods (ready for at least minReadySeconds) targeted by this deployment.", 0, "deploy-available"),
+            age(),
+            c("Containers", "string", "Names of each container in the template.", 1, "template-containers"),
+            c("Images", "string", "Images referenced by each container in the template.", 1, "template-images"),
+            c("Selector", "string", "Label selector for pods. Existing ReplicaSets whose pods are selected by this will be the ones affected by this deployment.", 1, "label-selector"),
+        ],
+        "Service" => vec![
+            Column::name_column(),
+            c("Type", "string", "type determines how the Service is exposed. Defaults to ClusterIP. Valid options are ExternalName, ClusterIP, NodePort, and LoadBalancer.", 0, "svc-type"),
+            c("Cluster-IP", "string", "clusterIP is the IP address of the service and is usually assigned randomly.", 0, "svc-cluster-ip"),
+            c("External-IP", "string", "externalIPs is a list of IP addresses for which nodes in the cluster will also accept traffic for this service.", 0, "svc-external-ip"),
+            c("Port(s)", "string", "The list of ports that are exposed by this service. More info: https://kubernetes.io/docs/concepts/services-networking/service/#virtual-ips-and-service-proxies", 0, "svc-ports"),
+            age(),
+            c("Selector", "string", "Route service traffic to pods with label keys and values matching this selector.", 1, "svc-selector"),
+        ],
+        "RoleBinding" | "ClusterRoleBinding" => {
+            let (role_doc, noun) = if kind == "RoleBinding" {
+                ("RoleRef can reference a Role in the current namespace or a ClusterRole in the global namespace. If the RoleRef cannot be resolved, the Authorizer must return an error. This field is immutable.", "roleBinding")
+            } else {
+                ("RoleRef can only reference a ClusterRole in the global namespace. If the RoleRef cannot be resolved, the Authorizer must return an error. This field is immutable.", "clusterRoleBinding")
+            };
+            vec![
+                Column::name_column(),
+                c("Role", "string", role_doc, 0, "binding-role"),
+                age(),
+                c("Users", "string", &format!("Users in the {noun}"), 1, "binding-users"),
+                c("Groups", "string", &format!("Groups in the {noun}"), 1, "binding-groups"),
+                c("ServiceAccounts", "string", &format!("ServiceAccounts in the {noun}"), 1, "binding-sas"),
+            ]
+        }
+        // Role/ClusterRole printers print exactly what the default table
+        // convertor does: Name and the RFC 3339 creation time.
         // The default table convertor (CustomResourceDefinition and every
         // kind without a dedicated printer).
         _ => vec![
@@ -263,8 +299,226 @@ fn builtin_cell(cell: &str, obj: &Value, now: DateTime<Utc>) -> Value {
             Value::String(str_at(obj, &["message"]).unwrap_or("").trim().to_string())
         }
         "event-count" => json!(event_count(obj)),
+        // Up-to-date and Available are int64 cells under a "string" column.
+        "deploy-ready" => Value::String(format!(
+            "{}/{}",
+            int_at(obj, &["status", "readyReplicas"]),
+            int_at(obj, &["spec", "replicas"])
+        )),
+        "deploy-updated" => json!(int_at(obj, &["status", "updatedReplicas"])),
+        "deploy-available" => json!(int_at(obj, &["status", "availableReplicas"])),
+        "template-containers" => Value::String(template_containers(obj, "name")),
+        "template-images" => Value::String(template_containers(obj, "image")),
+        "label-selector" => Value::String(label_selector_string(obj.pointer("/spec/selector"))),
+        "svc-type" => s(&["spec", "type"]),
+        "svc-cluster-ip" => Value::String(service_cluster_ip(obj)),
+        "svc-external-ip" => Value::String(service_external_ip(obj)),
+        "svc-ports" => Value::String(service_ports(obj)),
+        "svc-selector" => Value::String(format_labels(obj.pointer("/spec/selector"))),
+        "binding-role" => Value::String(format!(
+            "{}/{}",
+            str_at(obj, &["roleRef", "kind"]).unwrap_or(""),
+            str_at(obj, &["roleRef", "name"]).unwrap_or("")
+        )),
+        "binding-users" => Value::String(binding_subjects(obj, "User")),
+        "binding-groups" => Value::String(binding_subjects(obj, "Group")),
+        "binding-sas" => Value::String(binding_subjects(obj, "ServiceAccount")),
         _ => Value::Null,
     }
+}
+
+fn int_at(obj: &Value, path: &[&str]) -> i64 {
+    let mut cur = obj;
+    for p in path {
+        match cur.get(*p) {
+            Some(v) => cur = v,
+            None => return 0,
+        }
+    }
+    cur.as_i64().unwrap_or(0)
+}
+
+fn strs(list: Option<&Value>, key: &str) -> Vec<String> {
+    list.and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .map(|it| {
+                    it.get(key)
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string()
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// layoutContainerCells: names and images of the pod template, comma-joined.
+fn template_containers(obj: &Value, key: &str) -> String {
+    strs(obj.pointer("/spec/template/spec/containers"), key).join(",")
+}
+
+/// `labels.FormatLabels`: sorted `k=v` pairs, `<none>` when empty.
+fn format_labels(m: Option<&Value>) -> String {
+    let mut pairs: Vec<String> = m
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                .collect()
+        })
+        .unwrap_or_default();
+    if pairs.is_empty() {
+        return "<none>".into();
+    }
+    pairs.sort();
+    pairs.join(",")
+}
+
+/// `metav1.LabelSelectorAsSelector(sel).String()`: requirements sorted by
+/// key; a nil or empty selector prints as the empty string.
+fn label_selector_string(sel: Option<&Value>) -> String {
+    let Some(sel) = sel.filter(|s| s.is_object()) else {
+        return String::new();
+    };
+    let mut reqs: Vec<(String, String)> = Vec::new();
+    if let Some(m) = sel.get("matchLabels").and_then(Value::as_object) {
+        for (k, v) in m {
+            reqs.push((k.clone(), format!("{k}={}", v.as_str().unwrap_or(""))));
+        }
+    }
+    if let Some(exprs) = sel.get("matchExpressions").and_then(Value::as_array) {
+        for e in exprs {
+            let key = e.get("key").and_then(Value::as_str).unwrap_or("");
+            let mut values: Vec<String> = e
+                .get("values")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default();
+            values.sort();
+            let text = match e.get("operator").and_then(Value::as_str).unwrap_or("") {
+                "In" => format!("{key} in ({})", values.join(",")),
+                "NotIn" => format!("{key} notin ({})", values.join(",")),
+                "Exists" => key.to_string(),
+                "DoesNotExist" => format!("!{key}"),
+                _ => return "<invalid>".into(),
+            };
+            reqs.push((key.to_string(), text));
+        }
+    }
+    reqs.sort_by(|a, b| a.0.cmp(&b.0));
+    reqs.into_iter()
+        .map(|(_, t)| t)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn service_cluster_ip(obj: &Value) -> String {
+    obj.pointer("/spec/clusterIPs/0")
+        .and_then(Value::as_str)
+        .or_else(|| str_at(obj, &["spec", "clusterIP"]).filter(|s| !s.is_empty()))
+        .unwrap_or("<none>")
+        .to_string()
+}
+
+fn service_external_ip(obj: &Value) -> String {
+    let external: Vec<String> = obj
+        .pointer("/spec/externalIPs")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    match str_at(obj, &["spec", "type"]).unwrap_or("") {
+        "ClusterIP" | "NodePort" if external.is_empty() => "<none>".into(),
+        "ClusterIP" | "NodePort" => external.join(","),
+        "LoadBalancer" => {
+            // Server-side tables are printed wide: no truncation of long lists.
+            let mut ips: Vec<String> = obj
+                .pointer("/status/loadBalancer/ingress")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|i| {
+                            i.get("ip")
+                                .and_then(Value::as_str)
+                                .filter(|s| !s.is_empty())
+                                .or(i.get("hostname").and_then(Value::as_str))
+                                .filter(|s| !s.is_empty())
+                                .map(str::to_string)
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            ips.extend(external);
+            if ips.is_empty() {
+                "<pending>".into()
+            } else {
+                ips.join(",")
+            }
+        }
+        "ExternalName" => str_at(obj, &["spec", "externalName"])
+            .unwrap_or("")
+            .to_string(),
+        _ => "<unknown>".into(),
+    }
+}
+
+/// makePortString: `port[:nodePort]/protocol`, comma-joined.
+fn service_ports(obj: &Value) -> String {
+    let pieces: Vec<String> = obj
+        .pointer("/spec/ports")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .map(|p| {
+                    let port = p.get("port").and_then(Value::as_i64).unwrap_or(0);
+                    let proto = p.get("protocol").and_then(Value::as_str).unwrap_or("");
+                    match p.get("nodePort").and_then(Value::as_i64) {
+                        Some(np) if np > 0 => format!("{port}:{np}/{proto}"),
+                        _ => format!("{port}/{proto}"),
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if pieces.is_empty() {
+        "<none>".into()
+    } else {
+        pieces.join(",")
+    }
+}
+
+/// rbac.SubjectsStrings for one subject kind; service accounts print as
+/// `namespace:name`.
+fn binding_subjects(obj: &Value, kind: &str) -> String {
+    let names: Vec<String> = obj
+        .get("subjects")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter(|s| s.get("kind").and_then(Value::as_str) == Some(kind))
+                .map(|s| {
+                    let name = s.get("name").and_then(Value::as_str).unwrap_or("");
+                    if kind == "ServiceAccount" {
+                        let ns = s.get("namespace").and_then(Value::as_str).unwrap_or("");
+                        format!("{ns}:{name}")
+                    } else {
+                        name.to_string()
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    names.join(", ")
 }
 
 /// printEvent: last seen falls back to first seen, which falls back to
@@ -928,6 +1182,210 @@ mod tests {
                 "2026-01-01T10:00:00Z"
             ])
         );
+    }
+
+    #[test]
+    fn workload_and_rbac_tables() {
+        let ts = "2026-01-01T10:00:00Z";
+        let names = |kind: &str| -> Vec<(String, i32)> {
+            builtin_columns(kind)
+                .into_iter()
+                .map(|c| (c.name, c.priority))
+                .collect()
+        };
+        let n = |v: &[(&str, i32)]| -> Vec<(String, i32)> {
+            v.iter().map(|(a, p)| (a.to_string(), *p)).collect()
+        };
+        assert_eq!(
+            names("Deployment"),
+            n(&[
+                ("Name", 0),
+                ("Ready", 0),
+                ("Up-to-date", 0),
+                ("Available", 0),
+                ("Age", 0),
+                ("Containers", 1),
+                ("Images", 1),
+                ("Selector", 1)
+            ])
+        );
+        let dep = json!({"metadata": {"name": "web", "creationTimestamp": ts},
+            "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web", "a": "b"},
+                "matchExpressions": [{"key": "tier", "operator": "In", "values": ["y", "x"]}]},
+                "template": {"spec": {"containers": [{"name": "c1", "image": "nginx:1"}, {"name": "c2", "image": "busybox"}]}}},
+            "status": {"readyReplicas": 2, "updatedReplicas": 3, "availableReplicas": 2}});
+        let t = build_table(
+            "Deployment",
+            &builtin_columns("Deployment"),
+            &[dep],
+            "Metadata",
+            json!({}),
+            now(),
+        );
+        assert_eq!(
+            t["rows"][0]["cells"],
+            json!([
+                "web",
+                "2/3",
+                3,
+                2,
+                "120m",
+                "c1,c2",
+                "nginx:1,busybox",
+                "a=b,app=web,tier in (x,y)"
+            ])
+        );
+        let fresh =
+            json!({"metadata": {"name": "d", "creationTimestamp": ts}, "spec": {"replicas": 1}});
+        let t = build_table(
+            "Deployment",
+            &builtin_columns("Deployment"),
+            &[fresh],
+            "Metadata",
+            json!({}),
+            now(),
+        );
+        assert_eq!(
+            t["rows"][0]["cells"],
+            json!(["d", "0/1", 0, 0, "120m", "", "", ""])
+        );
+
+        assert_eq!(
+            names("Service"),
+            n(&[
+                ("Name", 0),
+                ("Type", 0),
+                ("Cluster-IP", 0),
+                ("External-IP", 0),
+                ("Port(s)", 0),
+                ("Age", 0),
+                ("Selector", 1)
+            ])
+        );
+        let svc = |spec: Value, status: Value| json!({"metadata": {"name": "s", "creationTimestamp": ts}, "spec": spec, "status": status});
+        let cells = |o: Value| {
+            build_table(
+                "Service",
+                &builtin_columns("Service"),
+                &[o],
+                "Metadata",
+                json!({}),
+                now(),
+            )["rows"][0]["cells"]
+                .clone()
+        };
+        assert_eq!(
+            cells(svc(
+                json!({"type": "ClusterIP", "clusterIP": "10.96.0.10", "clusterIPs": ["10.96.0.10"],
+                "ports": [{"port": 80, "protocol": "TCP"}, {"port": 443, "protocol": "TCP"}], "selector": {"b": "2", "a": "1"}}),
+                json!({})
+            )),
+            json!([
+                "s",
+                "ClusterIP",
+                "10.96.0.10",
+                "<none>",
+                "80/TCP,443/TCP",
+                "120m",
+                "a=1,b=2"
+            ])
+        );
+        assert_eq!(
+            cells(svc(
+                json!({"type": "NodePort", "clusterIPs": ["10.0.0.1"], "externalIPs": ["1.2.3.4"],
+                "ports": [{"port": 80, "nodePort": 30080, "protocol": "UDP"}]}),
+                json!({})
+            )),
+            json!([
+                "s",
+                "NodePort",
+                "10.0.0.1",
+                "1.2.3.4",
+                "80:30080/UDP",
+                "120m",
+                "<none>"
+            ])
+        );
+        assert_eq!(
+            cells(svc(
+                json!({"type": "LoadBalancer", "clusterIPs": ["10.0.0.2"]}),
+                json!({})
+            )),
+            json!([
+                "s",
+                "LoadBalancer",
+                "10.0.0.2",
+                "<pending>",
+                "<none>",
+                "120m",
+                "<none>"
+            ])
+        );
+        assert_eq!(
+            cells(svc(
+                json!({"type": "LoadBalancer", "clusterIPs": ["10.0.0.2"]}),
+                json!({"loadBalancer": {"ingress": [{"ip": "5.6.7.8"}, {"hostname": "lb.example"}]}})
+            ))[3],
+            json!("5.6.7.8,lb.example")
+        );
+        assert_eq!(
+            cells(svc(
+                json!({"type": "ExternalName", "externalName": "db.example"}),
+                json!({})
+            ))[3],
+            json!("db.example")
+        );
+
+        for kind in ["RoleBinding", "ClusterRoleBinding"] {
+            assert_eq!(
+                names(kind),
+                n(&[
+                    ("Name", 0),
+                    ("Role", 0),
+                    ("Age", 0),
+                    ("Users", 1),
+                    ("Groups", 1),
+                    ("ServiceAccounts", 1)
+                ])
+            );
+        }
+        let rb = json!({"metadata": {"name": "rb", "creationTimestamp": ts},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+            "subjects": [{"kind": "User", "name": "alice"}, {"kind": "User", "name": "bob"},
+                {"kind": "Group", "name": "devs"}, {"kind": "ServiceAccount", "name": "sa", "namespace": "ns"}]});
+        let t = build_table(
+            "RoleBinding",
+            &builtin_columns("RoleBinding"),
+            &[rb],
+            "Metadata",
+            json!({}),
+            now(),
+        );
+        assert_eq!(
+            t["rows"][0]["cells"],
+            json!([
+                "rb",
+                "ClusterRole/view",
+                "120m",
+                "alice, bob",
+                "devs",
+                "ns:sa"
+            ])
+        );
+        for kind in ["Role", "ClusterRole"] {
+            assert_eq!(names(kind), n(&[("Name", 0), ("Created At", 0)]));
+            let r = json!({"metadata": {"name": "r", "creationTimestamp": ts}});
+            let t = build_table(
+                kind,
+                &builtin_columns(kind),
+                &[r],
+                "Metadata",
+                json!({}),
+                now(),
+            );
+            assert_eq!(t["rows"][0]["cells"], json!(["r", ts]));
+            assert_eq!(t["columnDefinitions"][1]["type"], "date");
+        }
     }
 
     #[test]

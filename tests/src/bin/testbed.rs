@@ -26,6 +26,9 @@ enum Command {
     Dataplane(fluxconfig_testbed::dataplane::DataplaneArgs),
     /// `az k8s-configuration flux` against the testbed data plane.
     Flux(Box<fluxconfig_testbed::azcli::FluxArgs>),
+    /// Run everything (emulator, data plane, Flux simulator, controller, agent) with the Azure
+    /// tutorial configuration.
+    Up(fluxconfig_testbed::sandbox::UpArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -91,6 +94,8 @@ enum CliError {
     Dataplane(#[from] fluxconfig_testbed::dataplane::Error),
     #[error(transparent)]
     Flux(#[from] fluxconfig_testbed::azcli::Error),
+    #[error(transparent)]
+    Up(#[from] fluxconfig_testbed::sandbox::Error),
 }
 
 async fn run_apiserver(args: ApiserverArgs) -> Result<(), CliError> {
@@ -134,14 +139,19 @@ async fn wait_for_signal() -> Result<(), CliError> {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    // The sandbox prints its own story on stdout; its components' logs are for when asked.
+    let default_level = match cli.command {
+        Command::Up(_) => "warn",
+        _ => "info",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     let result = match cli.command {
         Command::Apiserver(args) => run_apiserver(args).await,
         Command::SimulateFlux(args) => fluxconfig_testbed::fluxsim::run_simulate_flux(args)
@@ -151,6 +161,9 @@ async fn main() -> std::process::ExitCode {
             .await
             .map_err(CliError::from),
         Command::Flux(args) => fluxconfig_testbed::azcli::run(*args)
+            .await
+            .map_err(CliError::from),
+        Command::Up(args) => fluxconfig_testbed::sandbox::up(args)
             .await
             .map_err(CliError::from),
         Command::BenchApiserver(args) => {
