@@ -72,3 +72,46 @@ pub async fn serve(
 pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(addr).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn get(addr: SocketAddr, path: &str) -> String {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.expect("write");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.expect("read");
+        response
+    }
+
+    #[tokio::test]
+    async fn probes_and_metrics_are_served() {
+        let metrics = Arc::new(Metrics::new().expect("metrics"));
+        let health = Health::default();
+        let listener = bind("127.0.0.1:0".parse().expect("addr"))
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(listener, metrics.clone(), health.clone(), async {
+            let _ = rx.await;
+        }));
+
+        assert!(get(addr, "/healthz").await.starts_with("HTTP/1.1 200"));
+        assert!(get(addr, "/readyz").await.starts_with("HTTP/1.1 503"));
+        health.set_ready(true);
+        assert!(get(addr, "/readyz").await.starts_with("HTTP/1.1 200"));
+        metrics.reconciles.with_label_values(&["success"]).inc();
+        let body = get(addr, "/metrics").await;
+        assert!(body.contains("text/plain; version=0.0.4"), "{body}");
+        assert!(
+            body.contains("fluxconfig_controller_reconciles_total{result=\"success\"} 1"),
+            "{body}"
+        );
+        let _ = tx.send(());
+        server.await.expect("join").expect("serve");
+    }
+}

@@ -694,3 +694,86 @@ async fn only_the_leader_writes_and_a_standby_takes_over() {
     wait_for_state(&api, "cluster-config", ComplianceState::Suspended).await;
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn annotated_helm_release_is_pointed_at_the_managed_git_repository() {
+    let cluster = Cluster::start().await;
+    let api = cluster.configs("cluster-config");
+    apply_config(&cluster, "cluster-config", &tutorial(&cluster.repo.url)).await;
+    wait_for_state(&api, "cluster-config", ComplianceState::Compliant).await;
+
+    // As if the repository's release carried the annotation.
+    let hr: Api<HelmRelease> = Api::namespaced(cluster.client.clone(), "cluster-config");
+    let annotate = json!({"metadata": {"annotations": {
+        "clusterconfig.azure.com/use-managed-source": "true"}}});
+    hr.patch("podinfo", &PatchParams::default(), &Patch::Merge(&annotate))
+        .await
+        .expect("annotate");
+    eventually("podinfo chart source repointed", || async {
+        hr.get("podinfo")
+            .await
+            .ok()
+            .and_then(|h| h.spec.chart)
+            .is_some_and(|c| {
+                let r = c.spec.source_ref;
+                r.kind == "GitRepository"
+                    && r.name == "cluster-config"
+                    && r.namespace.as_deref() == Some("cluster-config")
+            })
+    })
+    .await;
+    // A release without the annotation keeps its own source.
+    let nginx = hr.get("nginx").await.expect("nginx");
+    assert_ne!(
+        nginx.spec.chart.expect("chart").spec.source_ref.kind,
+        "GitRepository"
+    );
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn metrics_and_events_tell_what_happened() {
+    let cluster = Cluster::start().await;
+    let api = cluster.configs("cluster-config");
+    apply_config(&cluster, "cluster-config", &tutorial(&cluster.repo.url)).await;
+    let mut bad = tutorial(&cluster.repo.url);
+    bad["metadata"]["name"] = json!("broken");
+    bad["spec"]["gitRepository"]["url"] = json!("git@github.com:org/repo");
+    apply_config(&cluster, "cluster-config", &bad).await;
+    wait_for_state(&api, "cluster-config", ComplianceState::Compliant).await;
+
+    let metrics = &cluster.controllers[0].2;
+    eventually("metrics count the configurations", || async {
+        metrics
+            .configurations
+            .with_label_values(&["Compliant"])
+            .get()
+            == 1
+    })
+    .await;
+    assert!(metrics.reconciles.with_label_values(&["success"]).get() > 0);
+    assert!(metrics.errors.with_label_values(&["validation"]).get() > 0);
+    let text = metrics.render();
+    assert!(
+        text.contains("fluxconfig_controller_reconcile_duration_seconds_bucket"),
+        "{text}"
+    );
+
+    // The rejected configuration is explained by a Warning Event on it.
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(cluster.client.clone(), "cluster-config");
+    eventually("ValidationFailed event", || async {
+        events.list(&Default::default()).await.is_ok_and(|l| {
+            l.items.iter().any(|e| {
+                e.reason.as_deref() == Some("ValidationFailed")
+                    && e.type_.as_deref() == Some("Warning")
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("broken")
+                    && e.note
+                        .as_deref()
+                        .is_some_and(|n| n.contains("spec.gitRepository.url"))
+            })
+        })
+    })
+    .await;
+    cluster.shutdown().await;
+}
