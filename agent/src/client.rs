@@ -1,8 +1,9 @@
 //! The data-plane HTTP client: listing (ETag + long poll), status reports and heartbeats.
 //!
 //! TLS is rustls only, with the built-in web PKI roots plus `--ca-file` and `--proxy-ca-file`.
-//! Proxies come from `HTTPS_PROXY`/`NO_PROXY` (reqwest reads them when the client is built);
-//! credentials in the proxy URL become `Proxy-Authorization`. The bearer token travels only in the
+//! The proxy is [`AgentConfig::proxy`] (with its `NO_PROXY` list) when set, otherwise
+//! `HTTPS_PROXY`/`NO_PROXY` as reqwest reads them when the client is built; credentials in the
+//! proxy URL become `Proxy-Authorization`. The bearer token travels only in the
 //! `Authorization` header, so URLs in error messages never carry it; proxy credentials that a
 //! message might echo are scrubbed by [`redact_credentials`].
 //!
@@ -142,6 +143,17 @@ impl DataPlaneClient {
             .connect_timeout(CONNECT_TIMEOUT)
             // A proxy or server must not bounce the bearer token to somewhere else.
             .redirect(reqwest::redirect::Policy::none());
+        if let Some(proxy) = &config.proxy {
+            let no_proxy = config
+                .no_proxy
+                .as_deref()
+                .and_then(reqwest::NoProxy::from_string);
+            let proxy = reqwest::Proxy::all(proxy.expose().as_str())
+                .map_err(|e| ClientError::Build(redact_credentials(&error_chain(&e))))?
+                .no_proxy(no_proxy);
+            // The explicit proxy replaces whatever the environment says, not adds to it.
+            builder = builder.no_proxy().proxy(proxy);
+        }
         for path in [&config.ca_file, &config.proxy_ca_file]
             .into_iter()
             .flatten()

@@ -10,6 +10,10 @@
 //!   `--help` and from every `Debug` output.
 //! - `--long-poll-secs 0` turns long polling off (plain polling every `--poll-interval-secs`);
 //!   larger values are capped at the data plane's [`MAX_WAIT_SECONDS`].
+//! - `--https-proxy` (or `HTTPS_PROXY`, read once here) sends every data-plane request through
+//!   that forward proxy, `user:password@` becoming `Proxy-Authorization`; hosts in `--no-proxy`
+//!   (`NO_PROXY`) bypass it. Without it the HTTP client falls back to the proxy variables as
+//!   reqwest reads them. The proxy's credentials never appear in `Debug` output or errors.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -46,6 +50,8 @@ pub enum ConfigError {
     BothTokens,
     #[error("--poll-interval-secs must be at least 1")]
     PollInterval,
+    #[error("--https-proxy {0:?} is not an http:// or https:// URL with a host")]
+    BadProxy(String),
 }
 
 /// `fluxconfig-agent run` flags.
@@ -78,6 +84,12 @@ pub struct RunArgs {
     /// PEM CA of a TLS-intercepting proxy (HTTPS_PROXY/NO_PROXY are read from the environment).
     #[arg(long, env = "FLUXCONFIG_AGENT_PROXY_CA_FILE")]
     pub proxy_ca_file: Option<PathBuf>,
+    /// Forward proxy for data-plane requests, e.g. `http://user:password@proxy:3128`.
+    #[arg(long, env = "HTTPS_PROXY", hide_env_values = true)]
+    pub https_proxy: Option<String>,
+    /// Comma-separated hosts, domains and CIDRs that bypass `--https-proxy`.
+    #[arg(long, env = "NO_PROXY")]
+    pub no_proxy: Option<String>,
     /// Seconds between polls when long polling is off or answered early.
     #[arg(
         long,
@@ -120,6 +132,14 @@ impl std::fmt::Debug for RunArgs {
             .field("cluster_name", &self.cluster_name)
             .field("token_file", &self.token_file)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field(
+                "https_proxy",
+                &self
+                    .https_proxy
+                    .as_deref()
+                    .map(crate::client::redact_credentials),
+            )
+            .field("no_proxy", &self.no_proxy)
             .finish_non_exhaustive()
     }
 }
@@ -127,6 +147,38 @@ impl std::fmt::Debug for RunArgs {
 fn parse_cluster_type(s: &str) -> Result<ClusterType, String> {
     ClusterType::parse(s)
         .ok_or_else(|| format!("{s:?} is not connectedClusters or managedClusters"))
+}
+
+/// A forward proxy URL; `Debug` and `Display` hide its credentials.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ProxyUrl(Url);
+
+impl ProxyUrl {
+    pub fn parse(raw: &str) -> Result<Self, ConfigError> {
+        let bad = || ConfigError::BadProxy(crate::client::redact_credentials(raw));
+        let url = Url::parse(raw).map_err(|_| bad())?;
+        if url.host_str().is_none() || !matches!(url.scheme(), "http" | "https") {
+            return Err(bad());
+        }
+        Ok(ProxyUrl(url))
+    }
+
+    /// The full URL, credentials included, for building the HTTP client only.
+    pub fn expose(&self) -> &Url {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for ProxyUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&crate::client::redact_credentials(self.0.as_str()))
+    }
+}
+
+impl std::fmt::Debug for ProxyUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ProxyUrl({self})")
+    }
 }
 
 /// Everything [`crate::run::run`] needs; build it with [`AgentConfig::from_args`] or by hand in
@@ -138,6 +190,10 @@ pub struct AgentConfig {
     pub token: TokenSource,
     pub ca_file: Option<PathBuf>,
     pub proxy_ca_file: Option<PathBuf>,
+    /// `None`: the proxy environment variables as reqwest reads them.
+    pub proxy: Option<ProxyUrl>,
+    /// `NO_PROXY` syntax; applies to [`AgentConfig::proxy`].
+    pub no_proxy: Option<String>,
     pub poll_interval: Duration,
     /// `None`: no long polling.
     pub long_poll: Option<Duration>,
@@ -158,6 +214,8 @@ impl AgentConfig {
             token,
             ca_file: None,
             proxy_ca_file: None,
+            proxy: None,
+            no_proxy: None,
             poll_interval: Duration::from_secs(30),
             long_poll: Some(Duration::from_secs(50)),
             report_interval: Duration::from_secs(60),
@@ -192,6 +250,13 @@ impl AgentConfig {
         let mut config = AgentConfig::new(url, cluster, token);
         config.ca_file = args.ca_file.clone();
         config.proxy_ca_file = args.proxy_ca_file.clone();
+        config.proxy = args
+            .https_proxy
+            .as_deref()
+            .filter(|p| !p.trim().is_empty())
+            .map(|p| ProxyUrl::parse(p.trim()))
+            .transpose()?;
+        config.no_proxy = args.no_proxy.clone().filter(|n| !n.trim().is_empty());
         config.poll_interval = Duration::from_secs(args.poll_interval_secs);
         config.long_poll = (args.long_poll_secs > 0)
             .then(|| Duration::from_secs(args.long_poll_secs.min(MAX_WAIT_SECONDS)));
@@ -361,6 +426,38 @@ mod tests {
         let mut a = BASE.to_vec();
         a.extend(["--region", "x", "--token", "t", "--long-poll-secs", "0"]);
         assert_eq!(parse(&a).expect("valid").long_poll, None);
+    }
+
+    #[test]
+    fn proxy_flag_is_parsed_and_its_password_hidden() {
+        let mut a = BASE.to_vec();
+        a.extend([
+            "--region",
+            "x",
+            "--token",
+            "t",
+            "--https-proxy",
+            "http://agent:pr0xy-pw@127.0.0.1:3128",
+            "--no-proxy",
+            "localhost,.svc",
+        ]);
+        let c = parse(&a).expect("valid");
+        let proxy = c.proxy.as_ref().expect("proxy");
+        assert_eq!(proxy.expose().password(), Some("pr0xy-pw"));
+        assert_eq!(c.no_proxy.as_deref(), Some("localhost,.svc"));
+        assert!(!format!("{c:?} {proxy}").contains("pr0xy-pw"));
+        let mut a = BASE.to_vec();
+        a.extend([
+            "--region",
+            "x",
+            "--token",
+            "t",
+            "--https-proxy",
+            "socks5://u:pw@h:1",
+        ]);
+        let err = parse(&a).expect_err("unsupported scheme");
+        assert!(matches!(err, ConfigError::BadProxy(_)));
+        assert!(!err.to_string().contains("pw@"), "{err}");
     }
 
     #[test]

@@ -89,20 +89,21 @@ pub async fn run(
     let bound = listener.local_addr().unwrap_or(config.metrics_addr);
     tracing::info!(address = %bound, "serving /metrics, /healthz and /readyz");
     let mut http_shutdown = shutdown.clone();
-    let server = tokio::spawn(http::serve(
-        listener,
-        metrics.clone(),
-        health.clone(),
-        async move {
-            let _ = http_shutdown.wait_for(|s| *s).await;
-        },
-    ));
+    // Everything runs inside this future rather than in spawned tasks, so dropping or aborting
+    // it (a killed agent task, a test) stops the metrics server and the reporter too instead of
+    // leaving them running detached.
+    let server = http::serve(listener, metrics.clone(), health.clone(), async move {
+        let _ = http_shutdown.wait_for(|s| *s).await;
+    });
 
     let token = Arc::new(TokenProvider::new(config.token.clone()));
     let dataplane = DataPlaneClient::new(&config, token)?;
+    if let Some(proxy) = &config.proxy {
+        tracing::info!(%proxy, "data-plane requests go through the configured proxy");
+    }
     let (rejected_tx, rejected_rx) = watch::channel(RejectedSet::new());
     let (sync_tx, sync_rx) = watch::channel(None::<String>);
-    let reporter = tokio::spawn(report::run(
+    let reporter = report::run(
         client.clone(),
         dataplane.clone(),
         metrics.clone(),
@@ -114,7 +115,7 @@ pub async fn run(
         rejected_rx,
         sync_rx,
         shutdown.clone(),
-    ));
+    );
 
     let mut poller = Poller {
         applier: Applier::new(client, metrics.clone()),
@@ -127,10 +128,10 @@ pub async fn run(
         rejected_tx,
         sync_tx,
     };
-    poller.run(shutdown).await;
-
-    let _ = reporter.await;
-    let _ = server.await;
+    let ((), (), served) = tokio::join!(poller.run(shutdown), reporter, server);
+    if let Err(e) = served {
+        tracing::warn!(error = %e, "the metrics server stopped with an error");
+    }
     Ok(())
 }
 
@@ -153,6 +154,9 @@ fn backoff(max: Duration) -> impl Iterator<Item = Duration> {
         .with_max_delay(max)
         .without_max_times()
         .build()
+        // backon adds its jitter after capping, which could double the longest wait; the cap is
+        // what operators configure and what "catches up within one backoff cap" relies on.
+        .map(move |d| d.min(max))
 }
 
 impl Poller {
@@ -401,9 +405,9 @@ mod tests {
         let delays: Vec<Duration> = backoff(max).take(12).collect();
         assert_eq!(delays.len(), 12, "never runs out");
         assert!(delays[0] >= MIN_BACKOFF);
-        // Jitter adds at most one more delay on top.
-        assert!(delays.iter().all(|d| *d <= max * 2), "{delays:?}");
-        assert!(delays[11] >= max, "{delays:?}");
+        // Jitter never pushes a delay past the cap.
+        assert!(delays.iter().all(|d| *d <= max), "{delays:?}");
+        assert_eq!(delays[11], max, "{delays:?}");
     }
 
     #[test]

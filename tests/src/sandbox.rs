@@ -11,9 +11,7 @@ use fluxconfig_agent::token::TokenSource;
 use fluxconfig_api::dataplane::{ClusterRef, ClusterType};
 use fluxconfig_controller::metrics::Metrics;
 use fluxconfig_controller::run::RunConfig;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Patch, PatchParams};
-use kube::{Api, Client};
+use kube::Client;
 use serde_json::Value;
 use tokio::sync::watch;
 
@@ -46,8 +44,6 @@ pub enum Error {
     },
     #[error("API emulator: {0}")]
     ApiServer(#[from] apiserver::Error),
-    #[error("installing CRDs: {0}")]
-    Crd(String),
     #[error("Flux simulator: {0}")]
     FluxSim(#[from] fluxsim::Error),
     #[error("fixture repository: {0}")]
@@ -97,7 +93,7 @@ pub async fn up(args: UpArgs) -> Result<(), Error> {
     let client = server.client().await?;
     say(&format!("Kubernetes API emulator on {}", server.url()));
     fluxsim::install_flux_crds(&client).await?;
-    install_fluxconfig_crd(&client).await?;
+    fluxsim::install_fluxconfig_crd(&client).await?;
 
     let repo_dir = dir.join("gitops-flux2-kustomize-helm-mt");
     // The fixture is deterministic, so recreating it on a reused --dir gives the same commit.
@@ -348,42 +344,6 @@ async fn run_agent(
     config.metrics_addr = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
     if let Err(e) = fluxconfig_agent::run::run(client, config, stop).await {
         eprintln!("agent stopped: {e}");
-    }
-}
-
-/// The FluxConfig CRD as the binaries generate it, so the sandbox needs no file beside it.
-async fn install_fluxconfig_crd(client: &Client) -> Result<(), Error> {
-    let yaml =
-        fluxconfig_api::crdgen::fluxconfig_crd_yaml().map_err(|e| Error::Crd(e.to_string()))?;
-    let crd: CustomResourceDefinition =
-        serde_saphyr::from_str(&yaml).map_err(|e| Error::Crd(e.to_string()))?;
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    api.patch(
-        "fluxconfigs.clusterconfig.azure.com",
-        &PatchParams::apply("testbed").force(),
-        &Patch::Apply(&crd),
-    )
-    .await
-    .map_err(|e| Error::Crd(e.to_string()))?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let established = api
-            .get("fluxconfigs.clusterconfig.azure.com")
-            .await
-            .ok()
-            .and_then(|c| c.status)
-            .and_then(|s| s.conditions)
-            .is_some_and(|cs| {
-                cs.iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True")
-            });
-        if established {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            return Err(Error::Crd("FluxConfig CRD not Established".into()));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -2912,3 +2912,92 @@ async fn legacy_discovery_documents_describe_resources_and_subresources() {
         Some("source.toolkit.fluxcd.io/v1")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn object_meta_limits_are_enforced() {
+    let env = Env::start().await;
+    let api = cms(&env, "default");
+    let long_value = "v".repeat(64);
+    let st = api_err(
+        api.create(
+            &PostParams::default(),
+            &cm(json!({"metadata": {"name": "label", "labels": {"k": long_value}}})),
+        )
+        .await,
+    );
+    assert_eq!(st.code, 422);
+    assert!(
+        st.message.contains(&format!(
+            r#"metadata.labels: Invalid value: "{long_value}": must be no more than 63 characters"#
+        )),
+        "{}",
+        st.message
+    );
+    let big = "a".repeat(300 * 1024);
+    let st = api_err(
+        api.create(
+            &PostParams::default(),
+            &cm(json!({"metadata": {"name": "annot", "annotations": {"big": big}}})),
+        )
+        .await,
+    );
+    assert_eq!(st.code, 422);
+    assert!(
+        st.message.contains("metadata.annotations: Too long"),
+        "{}",
+        &st.message[..st.message.len().min(300)]
+    );
+    let nss: Api<Namespace> = Api::all(env.client.clone());
+    let st = api_err(
+        nss.create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "a.b"}})).unwrap(),
+        )
+        .await,
+    );
+    assert_eq!(st.code, 422);
+    assert!(
+        st.message.contains(
+            r#"metadata.name: Invalid value: "a.b": a lowercase RFC 1123 label must consist of"#
+        ),
+        "{}",
+        st.message
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn system_namespaces_cannot_be_deleted() {
+    let env = Env::start().await;
+    let nss: Api<Namespace> = Api::all(env.client.clone());
+    for ns in ["default", "kube-system", "kube-public"] {
+        let st = api_err(nss.delete(ns, &DeleteParams::default()).await);
+        assert_eq!(st.code, 403, "{ns}");
+        assert_eq!(st.reason, "Forbidden");
+        assert_eq!(
+            st.message,
+            format!(r#"namespaces "{ns}" is forbidden: this namespace may not be deleted"#)
+        );
+    }
+    assert!(nss
+        .get("default")
+        .await
+        .unwrap()
+        .metadata
+        .deletion_timestamp
+        .is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_with_resource_version_is_rejected() {
+    let env = Env::start().await;
+    let api = cms(&env, "default");
+    let mut obj = cm_named("rv-set");
+    obj.metadata.resource_version = Some("12345".into());
+    let st = api_err(api.create(&PostParams::default(), &obj).await);
+    assert!(
+        st.message
+            .contains("resourceVersion should not be set on objects to be created"),
+        "{st:?}"
+    );
+    assert!(api.get_opt("rv-set").await.unwrap().is_none());
+}

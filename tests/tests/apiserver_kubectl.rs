@@ -2238,3 +2238,76 @@ async fn kubectl_create_generators_for_builtins() {
         assert_eq!(out.ok(), expected, "{args:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_server_side_apply_takes_over_client_side_apply() {
+    let env = Env::start().await;
+    let v1 = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: migrated\ndata:\n  a: \"1\"\n  b: \"2\"\n";
+    let out = env.kubectl_stdin(&["apply", "-f", "-"], v1).await;
+    assert_eq!(out.ok().trim(), "configmap/migrated created");
+    // kubectl migrates the client-side-apply ownership to its server-side manager, so a field
+    // dropped from the manifest is removed by the first server-side apply.
+    let v2 = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: migrated\ndata:\n  a: \"1\"\n";
+    let out = env
+        .kubectl_stdin(&["apply", "--server-side", "-f", "-"], v2)
+        .await;
+    assert_eq!(out.ok().trim(), "configmap/migrated serverside-applied");
+    let obj = env
+        .kubectl(&[
+            "get",
+            "configmap",
+            "migrated",
+            "-o",
+            "json",
+            "--show-managed-fields",
+        ])
+        .await
+        .json();
+    assert_eq!(obj["data"], serde_json::json!({"a": "1"}));
+    let managers: Vec<&str> = obj["metadata"]["managedFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["manager"].as_str().unwrap())
+        .collect();
+    assert!(
+        !managers.contains(&"kubectl-client-side-apply"),
+        "{managers:?}"
+    );
+    assert!(managers.contains(&"kubectl"), "{managers:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_version_api_versions_and_cluster_info() {
+    let env = Env::start().await;
+    kubectl_install_gitrepo_crd(&env).await;
+    let v = env.kubectl(&["version", "-o", "json"]).await.json();
+    let server = &v["serverVersion"];
+    assert_eq!(server["major"], "1");
+    let git = server["gitVersion"].as_str().expect("gitVersion");
+    assert!(
+        git.starts_with(&format!("v1.{}.", server["minor"].as_str().unwrap())),
+        "{server}"
+    );
+    let out = env.kubectl(&["api-versions"]).await;
+    let versions: Vec<&str> = out.ok().lines().collect();
+    for gv in [
+        "v1",
+        "apps/v1",
+        "apiextensions.k8s.io/v1",
+        "coordination.k8s.io/v1",
+        "rbac.authorization.k8s.io/v1",
+        "source.toolkit.fluxcd.io/v1",
+    ] {
+        assert!(versions.contains(&gv), "{gv} not in {versions:?}");
+    }
+    let out = env.kubectl(&["cluster-info"]).await;
+    assert!(
+        out.ok().contains(&format!(
+            "Kubernetes control plane is running at {}",
+            env.server.url()
+        )),
+        "{}",
+        out.stdout
+    );
+}

@@ -2,7 +2,6 @@
 //! Azure tutorial configuration (issue: fluxconfig-controller acceptance).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use fluxconfig_api::flux::{GitRepository, HelmRelease, Kustomization};
@@ -15,8 +14,7 @@ use fluxconfig_controller::run::{run, RunConfig};
 use fluxconfig_testbed::apiserver::{self, ApiServer};
 use fluxconfig_testbed::{fixtures, fluxsim};
 use futures::StreamExt;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
@@ -47,7 +45,9 @@ impl Cluster {
         fluxsim::install_flux_crds(&client)
             .await
             .expect("flux CRDs");
-        install_fluxconfig_crd(&client).await;
+        fluxsim::install_fluxconfig_crd(&client)
+            .await
+            .expect("FluxConfig CRD");
         let dir = tempfile::tempdir().expect("tempdir");
         let repo = fixtures::tutorial_repo(dir.path()).expect("fixture repository");
         let mut sim_config = fluxsim::SimConfig::default();
@@ -116,30 +116,6 @@ impl Cluster {
     fn configs(&self, ns: &str) -> Api<FluxConfig> {
         Api::namespaced(self.client.clone(), ns)
     }
-}
-
-async fn install_fluxconfig_crd(client: &Client) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join(fluxconfig_api::crdgen::CRD_PATH);
-    let text = std::fs::read_to_string(path).expect("CRD file");
-    let crd: CustomResourceDefinition = serde_saphyr::from_str(&text).expect("CRD YAML");
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    api.create(&PostParams::default(), &crd)
-        .await
-        .expect("create CRD");
-    eventually("FluxConfig CRD established", || async {
-        api.get("fluxconfigs.clusterconfig.azure.com")
-            .await
-            .ok()
-            .and_then(|c| c.status)
-            .and_then(|s| s.conditions)
-            .is_some_and(|cs| {
-                cs.iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True")
-            })
-    })
-    .await;
 }
 
 async fn eventually<F, Fut>(what: &str, mut check: F)

@@ -16,8 +16,6 @@ use fluxconfig_testbed::apiserver::{self, ApiServer};
 use fluxconfig_testbed::azcli::{self, FluxArgs};
 use fluxconfig_testbed::dataplane::{self, Dataplane, DataplaneConfig};
 use fluxconfig_testbed::{fixtures, fluxsim};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::PostParams;
 use kube::{Api, Client};
 use serde_json::Value;
 use tokio::sync::watch;
@@ -51,7 +49,9 @@ impl System {
         fluxsim::install_flux_crds(&client)
             .await
             .expect("flux CRDs");
-        install_fluxconfig_crd(&client).await;
+        fluxsim::install_fluxconfig_crd(&client)
+            .await
+            .expect("FluxConfig CRD");
         let dir = tempfile::tempdir().expect("tempdir");
         let repo = fixtures::tutorial_repo(&dir.path().join("repo")).expect("fixture");
         let mut sim_config = fluxsim::SimConfig::default();
@@ -165,30 +165,6 @@ fn cluster() -> ClusterRef {
         cluster_type: ClusterType::ConnectedClusters,
         cluster_name: "flux-demo-arc".into(),
     }
-}
-
-async fn install_fluxconfig_crd(client: &Client) {
-    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join(fluxconfig_api::crdgen::CRD_PATH);
-    let text = std::fs::read_to_string(path).expect("CRD file");
-    let crd: CustomResourceDefinition = serde_saphyr::from_str(&text).expect("CRD YAML");
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    api.create(&PostParams::default(), &crd)
-        .await
-        .expect("create CRD");
-    eventually("FluxConfig CRD established", || async {
-        api.get("fluxconfigs.clusterconfig.azure.com")
-            .await
-            .ok()
-            .and_then(|c| c.status)
-            .and_then(|s| s.conditions)
-            .is_some_and(|cs| {
-                cs.iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True")
-            })
-    })
-    .await;
 }
 
 async fn eventually<F, Fut>(what: &str, mut check: F)

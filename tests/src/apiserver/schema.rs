@@ -1064,14 +1064,32 @@ pub fn validate(schema: &Value, obj: &Value) -> Vec<FieldError> {
     validate_node(schema, obj, "", true, &mut errs);
     // Like the real server, CEL rules run after the OpenAPI checks and only
     // when no type error or unsupported value makes the object unfit to
-    // evaluate against.
-    let blocking = errs
-        .iter()
-        .any(|e| matches!(e.reason, CauseType::TypeInvalid | CauseType::NotSupported));
-    if !blocking {
-        validate_cel(schema, obj, "", &mut errs);
+    // evaluate against; then the server says so with a path-less error.
+    if has_cel_rules(schema) {
+        let blocking = errs
+            .iter()
+            .any(|e| matches!(e.reason, CauseType::TypeInvalid | CauseType::NotSupported));
+        if blocking {
+            errs.push(FieldError::invalid(
+                "<nil>",
+                &Value::Null,
+                "some validation rules were not checked because the object was invalid; correct the existing errors to complete validation",
+            ));
+        } else {
+            validate_cel(schema, obj, "", &mut errs);
+        }
     }
     errs
+}
+
+fn has_cel_rules(schema: &Value) -> bool {
+    match schema {
+        Value::Object(m) => {
+            m.contains_key("x-kubernetes-validations") || m.values().any(has_cel_rules)
+        }
+        Value::Array(a) => a.iter().any(has_cel_rules),
+        _ => false,
+    }
 }
 
 /// Walks the schema and value together, evaluating `x-kubernetes-validations`
@@ -1587,7 +1605,8 @@ mod tests {
         assert_eq!(
             lines(&errs),
             vec![
-                r#"spec.verify.mode: Unsupported value: "bogus": supported values: "head", "HEAD", "Tag", "TagAndHEAD""#
+                r#"spec.verify.mode: Unsupported value: "bogus": supported values: "head", "HEAD", "Tag", "TagAndHEAD""#,
+                r#"<nil>: Invalid value: "null": some validation rules were not checked because the object was invalid; correct the existing errors to complete validation"#,
             ]
         );
         assert_eq!(errs[0].reason.as_str(), "FieldValueNotSupported");
@@ -1688,7 +1707,8 @@ mod tests {
         let mut bad = base.clone();
         bad["spec"]["sourceRef"]["kind"] = json!("Nope");
         let l = lines(&validate(&s, &bad));
-        assert_eq!(l.len(), 1);
+        // The Kustomization schema has CEL rules, which an enum error blocks.
+        assert_eq!(l.len(), 2);
         assert!(
             l[0].starts_with(
                 "spec.sourceRef.kind: Unsupported value: \"Nope\": supported values: "
@@ -1711,7 +1731,8 @@ mod tests {
         assert_eq!(
             l,
             vec![
-                r#"spec.postBuild.substitute[n]: Invalid value: "integer": spec.postBuild.substitute[n] in body must be of type string: "integer""#
+                r#"spec.postBuild.substitute[n]: Invalid value: "integer": spec.postBuild.substitute[n] in body must be of type string: "integer""#,
+                r#"<nil>: Invalid value: "null": some validation rules were not checked because the object was invalid; correct the existing errors to complete validation"#,
             ]
         );
     }
@@ -2094,7 +2115,12 @@ mod tests {
             json!({"interval": 5, "url": "https://example.com/r", "serviceAccountName": "w"}),
         );
         let l = lines(&validate(&gr, &typed));
-        assert_eq!(l.len(), 1, "{l:?}");
+        assert_eq!(l.len(), 2, "{l:?}");
+        assert_eq!(l[1], "<nil>: Invalid value: \"null\": some validation rules were not checked because the object was invalid; correct the existing errors to complete validation");
+        // Without CEL rules in the schema there is nothing to skip.
+        let plain = json!({"type": "object", "properties": {"spec": {"type": "object",
+            "properties": {"n": {"type": "integer"}}}}});
+        assert_eq!(validate(&plain, &json!({"spec": {"n": "x"}})).len(), 1);
         assert!(
             l[0].starts_with("spec.interval: Invalid value: \"integer\""),
             "{l:?}"

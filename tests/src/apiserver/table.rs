@@ -498,7 +498,7 @@ fn service_ports(obj: &Value) -> String {
 }
 
 /// rbac.SubjectsStrings for one subject kind; service accounts print as
-/// `namespace:name`.
+/// `namespace/name`.
 fn binding_subjects(obj: &Value, kind: &str) -> String {
     let names: Vec<String> = obj
         .get("subjects")
@@ -510,7 +510,7 @@ fn binding_subjects(obj: &Value, kind: &str) -> String {
                     let name = s.get("name").and_then(Value::as_str).unwrap_or("");
                     if kind == "ServiceAccount" {
                         let ns = s.get("namespace").and_then(Value::as_str).unwrap_or("");
-                        format!("{ns}:{name}")
+                        format!("{ns}/{name}")
                     } else {
                         name.to_string()
                     }
@@ -1369,7 +1369,7 @@ mod tests {
                 "120m",
                 "alice, bob",
                 "devs",
-                "ns:sa"
+                "ns/sa"
             ])
         );
         for kind in ["Role", "ClusterRole"] {

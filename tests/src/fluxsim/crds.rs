@@ -30,16 +30,39 @@ pub async fn install_crds_from(client: &kube::Client, dir: &Path) -> Result<(), 
         .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
         .collect();
     files.sort();
+    let mut crds = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file)?;
+        crds.push(serde_saphyr::from_str(&text).map_err(|e| Error::Crd {
+            file: file.display().to_string(),
+            message: e.to_string(),
+        })?);
+    }
+    apply_and_wait(client, crds).await
+}
+
+/// Installs the `FluxConfig` CRD exactly as the binaries generate it (no file needed) and waits
+/// until it is `Established`.
+pub async fn install_fluxconfig_crd(client: &kube::Client) -> Result<(), Error> {
+    let yaml = fluxconfig_api::crdgen::fluxconfig_crd_yaml().map_err(|e| Error::Crd {
+        file: fluxconfig_api::crdgen::CRD_PATH.to_string(),
+        message: e.to_string(),
+    })?;
+    let crd = serde_saphyr::from_str(&yaml).map_err(|e| Error::Crd {
+        file: fluxconfig_api::crdgen::CRD_PATH.to_string(),
+        message: e.to_string(),
+    })?;
+    apply_and_wait(client, vec![crd]).await
+}
+
+async fn apply_and_wait(
+    client: &kube::Client,
+    crds: Vec<CustomResourceDefinition>,
+) -> Result<(), Error> {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     let params = PatchParams::apply("fluxsim").force();
     let mut names = Vec::new();
-    for file in files {
-        let text = std::fs::read_to_string(&file)?;
-        let crd: CustomResourceDefinition =
-            serde_saphyr::from_str(&text).map_err(|e| Error::Crd {
-                file: file.display().to_string(),
-                message: e.to_string(),
-            })?;
+    for crd in crds {
         let name = crd.name_any();
         api.patch(&name, &params, &Patch::Apply(&crd)).await?;
         names.push(name);

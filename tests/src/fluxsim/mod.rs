@@ -48,7 +48,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 pub use cli::{parse_git_map, run_simulate_flux, SimulateFluxArgs};
-pub use crds::{install_crds_from, install_flux_crds, FLUX_CRDS_DIR};
+pub use crds::{install_crds_from, install_flux_crds, install_fluxconfig_crd, FLUX_CRDS_DIR};
 pub use git::GitError;
 
 /// Annotation that makes the simulator fail an object: `"<Reason>: <message>"`. Lets tests that
