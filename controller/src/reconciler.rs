@@ -801,6 +801,9 @@ async fn cleanup(
             ..status
         };
         write_status(config, namespace, deleting, ctx).await?;
+        // The write changed the resourceVersion the finalizer patch below is conditioned on;
+        // its watch event brings the fresh object straight back.
+        return Ok(Action::requeue(Duration::from_secs(1)));
     }
 
     let mut remaining = 0;
