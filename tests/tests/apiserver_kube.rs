@@ -3001,3 +3001,128 @@ async fn create_with_resource_version_is_rejected() {
     );
     assert!(api.get_opt("rv-set").await.unwrap().is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_side_apply_treats_unannotated_crd_lists_as_atomic() {
+    // The Flux CRDs declare no x-kubernetes-list-type on status.conditions, so for SSA the
+    // list is atomic: a second applier conflicts on the whole list and, forced, replaces it.
+    let env = Env::start().await;
+    install_gitrepo_crd(&env).await;
+    let api = env.gitrepos("default");
+    api.create(
+        &PostParams::default(),
+        &gitrepo("atomic", "https://example.com/r"),
+    )
+    .await
+    .unwrap();
+    let cond = |t: &str| json!({"type": t, "status": "True", "reason": "R", "message": "m", "lastTransitionTime": "2025-01-01T00:00:00Z"});
+    let status = |conds: Value| {
+        json!({
+            "apiVersion": "source.toolkit.fluxcd.io/v1",
+            "kind": "GitRepository",
+            "metadata": {"name": "atomic"},
+            "status": {"conditions": conds},
+        })
+    };
+    api.patch_status(
+        "atomic",
+        &PatchParams::apply("a"),
+        &Patch::Apply(status(json!([cond("Ready")]))),
+    )
+    .await
+    .unwrap();
+    let st = api_err(
+        api.patch_status(
+            "atomic",
+            &PatchParams::apply("b"),
+            &Patch::Apply(status(json!([cond("Reconciling")]))),
+        )
+        .await,
+    );
+    assert_eq!(st.code, 409);
+    assert_eq!(
+        st.message,
+        r#"Apply failed with 1 conflict: conflict with "a" with subresource "status": .status.conditions"#
+    );
+    let forced = api
+        .patch_status(
+            "atomic",
+            &PatchParams::apply("b").force(),
+            &Patch::Apply(status(json!([cond("Reconciling")]))),
+        )
+        .await
+        .unwrap();
+    let types: Vec<&str> = forced.data["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, ["Reconciling"], "atomic list replaced, not merged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_collector_handles_absent_and_multiple_owners() {
+    let env = Env::start().await;
+    let api = cms(&env, "default");
+    // An owner reference whose uid matches no object: the dependent is collected, even when an
+    // object of that name exists (the uid is what counts).
+    api.create(&PostParams::default(), &cm_named("ghost"))
+        .await
+        .unwrap();
+    api.create(
+        &PostParams::default(),
+        &cm(
+            json!({"metadata": {"name": "orphaned", "ownerReferences": [{
+                "apiVersion": "v1", "kind": "ConfigMap", "name": "ghost",
+                "uid": "00000000-0000-0000-0000-00000000dead",
+            }]}}),
+        ),
+    )
+    .await
+    .unwrap();
+    eventually("dependent of an absent owner collected", DEADLINE, || {
+        is_gone(&api, "orphaned")
+    })
+    .await;
+    assert!(api.get_opt("ghost").await.unwrap().is_some());
+
+    // Two owners: deleting one leaves the dependent with only the live owner's reference.
+    let o1 = api
+        .create(&PostParams::default(), &cm_named("owner-1"))
+        .await
+        .unwrap();
+    let o2 = api
+        .create(&PostParams::default(), &cm_named("owner-2"))
+        .await
+        .unwrap();
+    let uid1 = o1.metadata.uid.unwrap();
+    let uid2 = o2.metadata.uid.unwrap();
+    api.create(
+        &PostParams::default(),
+        &cm(json!({"metadata": {"name": "shared", "ownerReferences": [
+            {"apiVersion": "v1", "kind": "ConfigMap", "name": "owner-1", "uid": uid1},
+            {"apiVersion": "v1", "kind": "ConfigMap", "name": "owner-2", "uid": uid2},
+        ]}})),
+    )
+    .await
+    .unwrap();
+    api.delete("owner-1", &DeleteParams::background())
+        .await
+        .unwrap();
+    let shared = eventually("dangling owner reference removed", DEADLINE, || async {
+        let s = api.get("shared").await.ok()?;
+        (s.metadata.owner_references.as_ref()?.len() == 1).then_some(s)
+    })
+    .await;
+    let refs = shared.metadata.owner_references.unwrap();
+    assert_eq!(refs[0].uid, uid2);
+    assert!(shared.metadata.deletion_timestamp.is_none());
+    api.delete("owner-2", &DeleteParams::background())
+        .await
+        .unwrap();
+    eventually("collected with its last owner", DEADLINE, || {
+        is_gone(&api, "shared")
+    })
+    .await;
+}

@@ -399,12 +399,14 @@ async fn kustomize_applies_server_side_to_the_emulator_and_reapplies_as_a_no_op(
     let dir = kustomize_dir();
     let out = kubectl_ok(&env, &["apply", "--server-side", "-k", &dir]).await;
     for (kind, name) in expected_objects() {
-        let line = format!("/{name} serverside-applied");
-        assert!(
-            out.lines()
-                .any(|l| l.contains(&line) && l.to_lowercase().contains(&kind.to_lowercase())),
-            "apply output lacks {kind}/{name}:\n{out}"
-        );
+        // kubectl prints `<kind>[.<group>]/<name> serverside-applied`.
+        let kind = kind.to_lowercase();
+        let applied = out.lines().any(|l| {
+            let (resource, rest) = l.split_once('/').unwrap_or_default();
+            (resource == kind || resource.starts_with(&format!("{kind}.")))
+                && rest == format!("{name} serverside-applied")
+        });
+        assert!(applied, "apply output lacks {kind}/{name}:\n{out}");
     }
     kubectl_ok(
         &env,

@@ -212,7 +212,9 @@ async fn install_fluxconfig_crd(client: &Client) {
                 cs.iter()
                     .any(|c| c.type_ == "Established" && c.status == "True")
             });
-        established.then_some(()).ok_or_else(|| "not yet".to_string())
+        established
+            .then_some(())
+            .ok_or_else(|| "not yet".to_string())
     })
     .await;
 }
@@ -242,7 +244,10 @@ impl Prometheus {
         let out = std::fs::File::create(&log).unwrap();
         let child = Command::new(prometheus_bin())
             .arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
             .arg(format!("--web.listen-address={listen}"))
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
@@ -283,7 +288,11 @@ impl Prometheus {
             .ok_or_else(|| data.to_string())?
             .iter()
             .map(|s| {
-                let v = s["value"][1].as_str().unwrap_or("NaN").parse().unwrap_or(f64::NAN);
+                let v = s["value"][1]
+                    .as_str()
+                    .unwrap_or("NaN")
+                    .parse()
+                    .unwrap_or(f64::NAN);
                 (s["metric"].clone(), v)
             })
             .collect())
@@ -352,7 +361,10 @@ fn promtool_reports_a_bad_exposition() {
             "# HELP requests Requests.\n# TYPE requests counter\nrequests 1\n",
         )
     });
-    assert!(result.is_err(), "promtool accepted a counter without _total");
+    assert!(
+        result.is_err(),
+        "promtool accepted a counter without _total"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -406,7 +418,10 @@ async fn prometheus_scrapes_both_binaries_through_the_tutorial() {
             .api(&http, "targets")
             .await
             .map_err(|e| format!("{e}\n{}", prom.log()))?;
-        let active = data["activeTargets"].as_array().cloned().unwrap_or_default();
+        let active = data["activeTargets"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         let up: Vec<String> = active
             .iter()
             .filter(|t| t["health"] == "up")
@@ -424,19 +439,12 @@ async fn prometheus_scrapes_both_binaries_through_the_tutorial() {
         .map(|t| t["labels"]["job"].as_str().unwrap())
         .collect();
     jobs.sort();
-    assert_eq!(
-        jobs,
-        ["fluxconfig-agent", "fluxconfig-controller"],
-        "{log}"
-    );
+    assert_eq!(jobs, ["fluxconfig-agent", "fluxconfig-controller"], "{log}");
     for (t, addr) in [
         ("fluxconfig-controller", system.controller_metrics),
         ("fluxconfig-agent", system.agent_metrics),
     ] {
-        let target = targets
-            .iter()
-            .find(|x| x["labels"]["job"] == t)
-            .unwrap();
+        let target = targets.iter().find(|x| x["labels"]["job"] == t).unwrap();
         assert_eq!(target["scrapeUrl"], format!("http://{addr}/metrics"));
         expect_sample(&prom, &http, &format!("up{{job=\"{t}\"}}"), |v| v == 1.0).await;
     }
@@ -530,7 +538,10 @@ async fn prometheus_scrapes_both_binaries_through_the_tutorial() {
         )
         .await
         .unwrap();
-    assert!(alert.is_empty(), "the not-syncing alert would fire: {alert:?}");
+    assert!(
+        alert.is_empty(),
+        "the not-syncing alert would fire: {alert:?}"
+    );
 
     for (name, addr) in [
         ("controller", system.controller_metrics),

@@ -162,6 +162,10 @@ fn user_agent_manager(req: &Request<Incoming>) -> String {
 async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
+    shared.requests.record(
+        req.headers().contains_key(super::CLIENT_TAG_HEADER),
+        !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS),
+    );
     let resp = match route(&shared, req).await {
         Ok(r) => r,
         Err(e) => error_response(&e),

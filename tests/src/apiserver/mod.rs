@@ -100,6 +100,45 @@ pub(crate) struct Shared {
     pub gc_wake: Notify,
     pub bookmark_interval: Duration,
     pub url: String,
+    pub requests: RequestCounters,
+}
+
+/// The header by which in-process helpers (benchmarks, the Flux simulator) mark their own
+/// requests, so counts of the system under test leave them out.
+pub const CLIENT_TAG_HEADER: &str = "x-testbed-client";
+
+/// Requests served, split by whether the client tagged itself with [`CLIENT_TAG_HEADER`].
+#[derive(Debug, Default)]
+pub(crate) struct RequestCounters {
+    untagged: std::sync::atomic::AtomicU64,
+    untagged_writes: std::sync::atomic::AtomicU64,
+    tagged: std::sync::atomic::AtomicU64,
+    tagged_writes: std::sync::atomic::AtomicU64,
+}
+
+/// A snapshot of [`ApiServer::request_stats`]; a write is any request that is not a GET, HEAD
+/// or OPTIONS (watches are GETs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RequestStats {
+    pub untagged: u64,
+    pub untagged_writes: u64,
+    pub tagged: u64,
+    pub tagged_writes: u64,
+}
+
+impl RequestCounters {
+    pub fn record(&self, tagged: bool, write: bool) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let (all, writes) = if tagged {
+            (&self.tagged, &self.tagged_writes)
+        } else {
+            (&self.untagged, &self.untagged_writes)
+        };
+        all.fetch_add(1, Relaxed);
+        if write {
+            writes.fetch_add(1, Relaxed);
+        }
+    }
 }
 
 impl Shared {
@@ -198,6 +237,7 @@ pub async fn start(config: Config) -> Result<ApiServer, Error> {
         gc_wake: Notify::new(),
         bookmark_interval: config.bookmark_interval,
         url: url.clone(),
+        requests: RequestCounters::default(),
     });
     let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
     let acceptor = tls
@@ -285,6 +325,33 @@ impl ApiServer {
 
     pub fn faults(&self) -> FaultHandle {
         self.shared.faults.clone()
+    }
+
+    /// Requests served so far.
+    pub fn request_stats(&self) -> RequestStats {
+        use std::sync::atomic::Ordering::Relaxed;
+        let r = &self.shared.requests;
+        RequestStats {
+            untagged: r.untagged.load(Relaxed),
+            untagged_writes: r.untagged_writes.load(Relaxed),
+            tagged: r.tagged.load(Relaxed),
+            tagged_writes: r.tagged_writes.load(Relaxed),
+        }
+    }
+
+    /// A client whose requests carry [`CLIENT_TAG_HEADER`]: `tag`, counted apart from the
+    /// system under test.
+    pub async fn tagged_client(&self, tag: &str) -> Result<kube::Client, Error> {
+        let kc = kube::config::Kubeconfig::from_yaml(&self.kubeconfig_yaml())
+            .map_err(|e| Error::Client(e.to_string()))?;
+        let mut cfg =
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await
+                .map_err(|e| Error::Client(e.to_string()))?;
+        let value = hyper::header::HeaderValue::from_str(tag).map_err(|e| Error::Client(e.to_string()))?;
+        cfg.headers
+            .push((hyper::header::HeaderName::from_static(CLIENT_TAG_HEADER), value));
+        kube::Client::try_from(cfg).map_err(|e| Error::Client(e.to_string()))
     }
 
     /// Forgets the retained watch history: watches from any older resourceVersion get 410.

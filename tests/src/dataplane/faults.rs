@@ -101,6 +101,11 @@ pub struct FaultHandle {
     tx: Arc<watch::Sender<FaultConfig>>,
     /// Bumped on every change, so a timed outage ends only the outage it started.
     generation: Arc<AtomicU64>,
+    /// Raw JSON texts that stand in for the listed configuration of the same name, for
+    /// payloads the management API cannot store (duplicate keys, non-object items); the
+    /// configuration stays stored, so the agent's status report for it is accepted. Not part of
+    /// [`FaultConfig`] because it is test-only and not meant for the command line.
+    raw_items: Arc<std::sync::Mutex<std::collections::BTreeMap<String, String>>>,
 }
 
 impl FaultHandle {
@@ -108,6 +113,7 @@ impl FaultHandle {
         let handle = FaultHandle {
             tx: Arc::new(watch::Sender::new(FaultConfig::default())),
             generation: Arc::new(AtomicU64::new(0)),
+            raw_items: Arc::default(),
         };
         handle.set(config);
         handle
@@ -189,6 +195,23 @@ impl FaultHandle {
     /// Makes listing bodies unparseable (cut in half) while `on`.
     pub fn set_truncated_listing(&self, on: bool) {
         self.update(|f| f.truncate_body = on);
+    }
+
+    /// Lists the configuration named by each key as the raw JSON text (one array element, not
+    /// checked) instead of its stored form; an empty map ends the injection. Wakes no long poll:
+    /// set it before the configurations are created.
+    pub fn set_raw_listing_items(&self, items: std::collections::BTreeMap<String, String>) {
+        *self
+            .raw_items
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = items;
+    }
+
+    pub(crate) fn raw_listing_items(&self) -> std::collections::BTreeMap<String, String> {
+        self.raw_items
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     pub(crate) fn subscribe(&self) -> watch::Receiver<FaultConfig> {

@@ -396,10 +396,16 @@ fn listing(shared: &Shared, etag: String, mut items: Vec<Value>) -> Resp {
     } else {
         count
     };
-    let bytes = match serde_json::to_vec(&ConfigurationList {
-        value: items,
-        count,
-    }) {
+    let raw = shared.faults.raw_listing_items();
+    let encoded = if raw.is_empty() {
+        serde_json::to_vec(&ConfigurationList {
+            value: items,
+            count,
+        })
+    } else {
+        splice_raw_items(&items, count, &raw)
+    };
+    let bytes = match encoded {
         Ok(b) => b,
         Err(e) => {
             return error(
@@ -428,6 +434,23 @@ fn listing(shared: &Shared, etag: String, mut items: Vec<Value>) -> Resp {
         }
     }
     resp
+}
+
+/// A listing whose items named in `raw` are replaced by those texts verbatim, as no `Value`
+/// can hold duplicate keys.
+fn splice_raw_items(
+    items: &[Value],
+    count: usize,
+    raw: &std::collections::BTreeMap<String, String>,
+) -> Result<Vec<u8>, serde_json::Error> {
+    let mut parts = Vec::with_capacity(items.len());
+    for item in items {
+        match item.get("name").and_then(Value::as_str).and_then(|n| raw.get(n)) {
+            Some(text) => parts.push(text.clone()),
+            None => parts.push(serde_json::to_string(item)?),
+        }
+    }
+    Ok(format!("{{\"value\":[{}],\"count\":{count}}}", parts.join(",")).into_bytes())
 }
 
 async fn put_status(

@@ -187,17 +187,12 @@ impl System {
         let old = std::mem::replace(&mut self.dataplane, placeholder);
         old.shutdown().await;
         // The placeholder shares the state file; replace it by one on the old port.
-        let mut last = None;
         let started = tokio::time::Instant::now();
         let fresh = loop {
             match start_dataplane(self.dir.path(), addr, token).await {
                 Ok(d) => break d,
-                Err(e) => last = Some(e.to_string()),
+                Err(e) => assert!(started.elapsed() < DEADLINE, "rebinding {addr}: {e}"),
             }
-            assert!(
-                started.elapsed() < DEADLINE,
-                "rebinding {addr}: {last:?}"
-            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
         let placeholder = std::mem::replace(&mut self.dataplane, fresh);

@@ -1,0 +1,456 @@
+//! Harness of the fault suites: the whole system in one process (API emulator, optional Flux
+//! simulator, TLS data plane) with the controller and the agent as tasks a test can stop,
+//! abort and restart on their own, configurations managed straight through the data plane's
+//! management API (fast enough for a thousand), and a check of the cluster's exact state.
+
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use fluxconfig_agent::config::AgentConfig;
+use fluxconfig_agent::token::TokenSource;
+use fluxconfig_api::dataplane::{ClusterRef, ClusterType, API_VERSION};
+use fluxconfig_api::flux::{GitRepository, Kustomization};
+use fluxconfig_api::validation::kustomization_object_name;
+use fluxconfig_api::{ComplianceState, FluxConfig, FluxConfigStatus};
+use fluxconfig_controller::metrics::Metrics;
+use fluxconfig_controller::run::RunConfig;
+use fluxconfig_testbed::apiserver::{self, ApiServer};
+use fluxconfig_testbed::azcli;
+use fluxconfig_testbed::dataplane::{self, client, Dataplane, DataplaneConfig};
+use fluxconfig_testbed::{fixtures, fluxsim};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{DeleteParams, PostParams};
+use kube::{Api, Client, ResourceExt};
+use serde_json::{json, Value};
+use tokio::sync::watch;
+
+pub const TOKEN: &str = "s3cr3t-cluster-token-for-fault-tests";
+pub const NAMESPACE: &str = "default";
+
+/// A component running as a task. Aborting the task drops its whole future at the next await
+/// point, which is what SIGKILL does to the process: no graceful step runs.
+pub struct Component {
+    pub task: tokio::task::JoinHandle<()>,
+    pub stop: watch::Sender<bool>,
+}
+
+impl Component {
+    pub async fn kill(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(30), self.task).await;
+    }
+}
+
+pub struct Bed {
+    pub server: ApiServer,
+    pub client: Client,
+    pub dataplane: Dataplane,
+    pub dp: client::Client,
+    pub sim: Option<fluxsim::Simulator>,
+    pub repo: fixtures::TutorialRepo,
+    pub dir: tempfile::TempDir,
+}
+
+impl Bed {
+    /// `with_sim`: run the Flux simulator, needed for compliance to be reported.
+    pub async fn start(with_sim: bool) -> Bed {
+        let server = apiserver::start(apiserver::Config::default())
+            .await
+            .expect("emulator");
+        let client = server.client().await.expect("client");
+        fluxsim::install_flux_crds(&client)
+            .await
+            .expect("flux CRDs");
+        install_fluxconfig_crd(&client).await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let repo = fixtures::tutorial_repo(&dir.path().join("repo")).expect("fixture");
+        let sim = if with_sim {
+            let mut sim_config = fluxsim::SimConfig::default();
+            sim_config
+                .git_url_map
+                .insert(repo.url.clone(), repo.path.clone());
+            Some(
+                fluxsim::start(client.clone(), sim_config)
+                    .await
+                    .expect("simulator"),
+            )
+        } else {
+            None
+        };
+        let dataplane = dataplane::start(DataplaneConfig::new(
+            "127.0.0.1:0".parse().expect("addr"),
+            dir.path().join("dataplane-state.json"),
+            TOKEN,
+        ))
+        .await
+        .expect("data plane");
+        std::fs::write(
+            dir.path().join("dataplane-ca.crt"),
+            dataplane.ca_pem().expect("TLS data plane"),
+        )
+        .expect("CA file");
+        let dp = dataplane.client().expect("data plane client");
+        Bed {
+            server,
+            client,
+            dataplane,
+            dp,
+            sim,
+            repo,
+            dir,
+        }
+    }
+
+    pub fn start_controller(&self) -> Component {
+        let (stop, rx) = watch::channel(false);
+        let config = RunConfig {
+            metrics_addr: "127.0.0.1:0".parse().expect("addr"),
+            lease: None,
+            concurrency: 4,
+            identity: "controller".into(),
+        };
+        let c = self.client.clone();
+        let task = tokio::spawn(async move {
+            let metrics = std::sync::Arc::new(Metrics::new().expect("metrics"));
+            fluxconfig_controller::run::run(c, config, metrics, rx)
+                .await
+                .expect("controller");
+        });
+        Component { task, stop }
+    }
+
+    pub fn agent_config(&self) -> AgentConfig {
+        let mut agent = AgentConfig::new(
+            self.dataplane.url().parse().expect("url"),
+            cluster(),
+            TokenSource::Static(TOKEN.into()),
+        );
+        agent.ca_file = Some(self.dir.path().join("dataplane-ca.crt"));
+        agent.metrics_addr = SocketAddr::from(([127, 0, 0, 1], 0));
+        agent.long_poll = Some(Duration::from_secs(10));
+        agent.report_interval = Duration::from_secs(2);
+        agent.max_backoff = Duration::from_secs(2);
+        agent
+    }
+
+    pub fn start_agent(&self, config: AgentConfig) -> Component {
+        let (stop, rx) = watch::channel(false);
+        let c = self.client.clone();
+        let task = tokio::spawn(async move {
+            fluxconfig_agent::run::run(c, config, rx)
+                .await
+                .expect("agent");
+        });
+        Component { task, stop }
+    }
+
+    /// Stores a configuration (management PUT of `properties` as given).
+    pub async fn put(&self, name: &str, properties: Value) {
+        let path = format!(
+            "{}?api-version={API_VERSION}",
+            cluster().management_path(Some(name))
+        );
+        let body = json!({ "properties": properties });
+        let mut last = String::new();
+        for _ in 0..20 {
+            match self.dp.put_json(&path, &body).await {
+                Ok(r) if r.status.is_success() => return,
+                Ok(r) => last = format!("{}: {}", r.status, String::from_utf8_lossy(&r.body)),
+                Err(e) => last = e.to_string(),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("PUT {name}: {last}");
+    }
+
+    pub async fn put_simple(&self, name: &str) {
+        self.put(name, simple_properties(&self.repo.url)).await;
+    }
+
+    pub async fn delete(&self, name: &str) {
+        let path = format!(
+            "{}?api-version={API_VERSION}",
+            cluster().management_path(Some(name))
+        );
+        let r = self.dp.delete(&path).await.expect("DELETE");
+        assert!(
+            r.status.is_success() || r.status.as_u16() == 404,
+            "DELETE {name}: {}",
+            r.status
+        );
+    }
+
+    /// The status the agent last reported for `name`.
+    pub fn status(&self, name: &str) -> Option<FluxConfigStatus> {
+        self.dataplane.status(&cluster(), name)
+    }
+
+    /// Snapshot of what the agent and controller made of the desired state.
+    pub async fn cluster_state(&self) -> Result<ClusterState, kube::Error> {
+        let configs: Api<FluxConfig> = Api::all(self.client.clone());
+        let git: Api<GitRepository> = Api::all(self.client.clone());
+        let ks: Api<Kustomization> = Api::all(self.client.clone());
+        let mut state = ClusterState::default();
+        for fc in configs.list(&Default::default()).await?.items {
+            state.configs.insert(
+                fc.name_any(),
+                (
+                    fc.uid().unwrap_or_default(),
+                    fc.resource_version().unwrap_or_default(),
+                    fc.metadata.deletion_timestamp.is_some(),
+                ),
+            );
+        }
+        for g in git.list(&Default::default()).await?.items {
+            state.git.insert(g.name_any(), owners(g.owner_references()));
+        }
+        for k in ks.list(&Default::default()).await?.items {
+            state
+                .kustomizations
+                .insert(k.name_any(), owners(k.owner_references()));
+        }
+        Ok(state)
+    }
+
+    /// Waits until the cluster holds exactly the translation of `desired`; fails with the last
+    /// difference seen. Returns the time it took.
+    pub async fn await_exact(&self, desired: &BTreeSet<String>, limit: Duration) -> Duration {
+        let started = tokio::time::Instant::now();
+        loop {
+            let last = match self.cluster_state().await {
+                Ok(s) => s.mismatch(desired),
+                Err(e) => Some(format!("listing: {e}")),
+            };
+            let Some(why) = last else {
+                return started.elapsed();
+            };
+            assert!(
+                started.elapsed() < limit,
+                "not the exact desired state after {limit:?}: {why}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// What the agent controls of each FluxConfig: uid, generation and spec (status is the
+    /// controller's and changes all the time).
+    pub async fn spec_snapshot(&self) -> BTreeMap<String, (String, Option<i64>, Value)> {
+        let api: Api<FluxConfig> = Api::all(self.client.clone());
+        let list = api.list(&Default::default()).await.expect("list FluxConfigs");
+        list.items
+            .iter()
+            .map(|fc| {
+                (
+                    fc.name_any(),
+                    (
+                        fc.uid().unwrap_or_default(),
+                        fc.metadata.generation,
+                        serde_json::to_value(&fc.spec).expect("spec"),
+                    ),
+                )
+            })
+            .collect()
+    }
+
+    /// Whether the agent reported every one of `names` Compliant.
+    pub fn all_compliant<'a>(&self, names: impl IntoIterator<Item = &'a String>) -> bool {
+        names.into_iter().all(|n| {
+            self.status(n)
+                .is_some_and(|s| s.compliance_state == Some(ComplianceState::Compliant))
+        })
+    }
+
+    pub async fn shutdown(self) {
+        if let Some(sim) = self.sim {
+            sim.shutdown().await;
+        }
+        self.dataplane.shutdown().await;
+        self.server.shutdown().await;
+    }
+
+    /// Removes what a run left behind directly through the API, finalizers included, so the
+    /// next run starts from an empty cluster (components must be stopped).
+    pub async fn wipe_cluster(&self) {
+        let configs: Api<FluxConfig> = Api::namespaced(self.client.clone(), NAMESPACE);
+        for fc in configs.list(&Default::default()).await.expect("list").items {
+            let name = fc.name_any();
+            let _ = configs
+                .patch(
+                    &name,
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(json!({"metadata": {"finalizers": null}})),
+                )
+                .await;
+            let _ = configs.delete(&name, &DeleteParams::default()).await;
+        }
+        let git: Api<GitRepository> = Api::namespaced(self.client.clone(), NAMESPACE);
+        let ks: Api<Kustomization> = Api::namespaced(self.client.clone(), NAMESPACE);
+        let _ = git
+            .delete_collection(&DeleteParams::default(), &Default::default())
+            .await;
+        let _ = ks
+            .delete_collection(&DeleteParams::default(), &Default::default())
+            .await;
+        within("cluster wiped", Duration::from_secs(60), || async {
+            self.cluster_state().await.is_ok_and(|s| s.is_empty())
+        })
+        .await;
+    }
+}
+
+fn owners(refs: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference]) -> Vec<String> {
+    refs.iter()
+        .filter(|o| o.kind == "FluxConfig")
+        .map(|o| o.uid.clone())
+        .collect()
+}
+
+/// FluxConfigs by name (uid, resourceVersion, being deleted) and the Flux objects by name with
+/// the uids of their FluxConfig owners.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ClusterState {
+    pub configs: BTreeMap<String, (String, String, bool)>,
+    pub git: BTreeMap<String, Vec<String>>,
+    pub kustomizations: BTreeMap<String, Vec<String>>,
+}
+
+impl ClusterState {
+    pub fn is_empty(&self) -> bool {
+        self.configs.is_empty() && self.git.is_empty() && self.kustomizations.is_empty()
+    }
+
+    /// Why this is not exactly the translation of `desired` (simple configurations), if it is
+    /// not: missing or extra FluxConfigs, missing, duplicate or orphaned Flux objects.
+    pub fn mismatch(&self, desired: &BTreeSet<String>) -> Option<String> {
+        let configs: BTreeSet<String> = self.configs.keys().cloned().collect();
+        if &configs != desired {
+            let missing: Vec<_> = desired.difference(&configs).take(5).collect();
+            let extra: Vec<_> = configs.difference(desired).take(5).collect();
+            return Some(format!(
+                "FluxConfigs differ: {} desired, {} present; missing {missing:?}, extra {extra:?}",
+                desired.len(),
+                configs.len()
+            ));
+        }
+        if let Some((name, _)) = self.configs.iter().find(|(_, (_, _, deleting))| *deleting) {
+            return Some(format!("FluxConfig {name} is being deleted"));
+        }
+        let want_git: BTreeSet<String> = desired.iter().cloned().collect();
+        let want_ks: BTreeSet<String> = desired
+            .iter()
+            .map(|n| kustomization_object_name(n, "infra"))
+            .collect();
+        for (kind, want, have) in [
+            ("GitRepository", &want_git, &self.git),
+            ("Kustomization", &want_ks, &self.kustomizations),
+        ] {
+            let names: BTreeSet<String> = have.keys().cloned().collect();
+            if &names != want {
+                let missing: Vec<_> = want.difference(&names).take(5).collect();
+                let extra: Vec<_> = names.difference(want).take(5).collect();
+                return Some(format!(
+                    "{kind}s differ: missing {missing:?}, extra {extra:?}"
+                ));
+            }
+        }
+        for (kind, objects, owner_of) in [
+            ("GitRepository", &self.git, None),
+            ("Kustomization", &self.kustomizations, Some("-infra")),
+        ] {
+            for (name, owners) in objects {
+                let config = match owner_of {
+                    Some(suffix) => name.strip_suffix(suffix).unwrap_or(name),
+                    None => name,
+                };
+                let uid = self.configs.get(config).map(|(uid, _, _)| uid);
+                if owners.len() != 1 || uid != owners.first() {
+                    return Some(format!(
+                        "{kind} {name} is orphaned: owners {owners:?}, FluxConfig uid {uid:?}"
+                    ));
+                }
+            }
+        }
+        None
+    }
+}
+
+pub fn simple_properties(url: &str) -> Value {
+    json!({
+        "scope": "cluster",
+        "namespace": NAMESPACE,
+        "sourceKind": "GitRepository",
+        "gitRepository": {
+            "url": url,
+            "repositoryRef": {"branch": "main"},
+            "syncIntervalInSeconds": 600
+        },
+        "kustomizations": {"infra": {"path": "./infrastructure", "prune": true}}
+    })
+}
+
+pub fn cluster() -> ClusterRef {
+    ClusterRef {
+        subscription_id: azcli::DEFAULT_SUBSCRIPTION.to_string(),
+        resource_group: "fault-rg".into(),
+        cluster_type: ClusterType::ConnectedClusters,
+        cluster_name: "fault-arc".into(),
+    }
+}
+
+pub fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+async fn install_fluxconfig_crd(client: &Client) {
+    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(fluxconfig_api::crdgen::CRD_PATH);
+    let text = std::fs::read_to_string(path).expect("CRD file");
+    let crd: CustomResourceDefinition = serde_saphyr::from_str(&text).expect("CRD YAML");
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    api.create(&PostParams::default(), &crd)
+        .await
+        .expect("create CRD");
+    within("FluxConfig CRD established", Duration::from_secs(30), || async {
+        api.get("fluxconfigs.clusterconfig.azure.com")
+            .await
+            .ok()
+            .and_then(|c| c.status)
+            .and_then(|s| s.conditions)
+            .is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True")
+            })
+    })
+    .await;
+}
+
+/// Polls `check` until it holds; fails the test after `limit`. Returns the time it took.
+pub async fn within<F, Fut>(what: &str, limit: Duration, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = tokio::time::Instant::now();
+    loop {
+        if check().await {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < limit,
+            "timed out after {limit:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
