@@ -3126,3 +3126,74 @@ async fn garbage_collector_handles_absent_and_multiple_owners() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resource_version_preconditions_in_patches_and_status_updates() {
+    let env = Env::start().await;
+    install_gitrepo_crd(&env).await;
+    let api = env.gitrepos("default");
+    let v1 = api
+        .create(
+            &PostParams::default(),
+            &gitrepo("pre", "https://example.com/r"),
+        )
+        .await
+        .unwrap();
+    let stale = v1.metadata.resource_version.clone().unwrap();
+    api.patch(
+        "pre",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"interval": "2m"}})),
+    )
+    .await
+    .unwrap();
+    // A resourceVersion inside a merge patch is a precondition.
+    let st = api_err(
+        api.patch(
+            "pre",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"resourceVersion": stale}, "spec": {"interval": "3m"}}),
+            ),
+        )
+        .await,
+    );
+    assert_eq!(st.code, 409);
+    assert_eq!(st.reason, "Conflict");
+    // PUT /status with a stale resourceVersion conflicts too.
+    let mut old = v1.clone();
+    old.data["status"] = json!({"observedGeneration": 1});
+    let st = api_err(
+        api.replace_status("pre", &PostParams::default(), &old)
+            .await,
+    );
+    assert_eq!(st.code, 409);
+    // PUT /status with the current resourceVersion changes only status.
+    let mut cur = api.get("pre").await.unwrap();
+    cur.data["status"] = json!({"observedGeneration": 2});
+    cur.data["spec"]["interval"] = json!("99m");
+    let put = api
+        .replace_status("pre", &PostParams::default(), &cur)
+        .await
+        .unwrap();
+    assert_eq!(put.data["status"]["observedGeneration"], 2);
+    assert_eq!(put.data["spec"]["interval"], "2m");
+    // A dry-run apply answers with the result but stores nothing.
+    let dry = api
+        .patch(
+            "pre",
+            &PatchParams::apply("dry").dry_run().force(),
+            &Patch::Apply(json!({
+                "apiVersion": "source.toolkit.fluxcd.io/v1",
+                "kind": "GitRepository",
+                "metadata": {"name": "pre"},
+                "spec": {"interval": "42m", "url": "https://example.com/r"},
+            })),
+        )
+        .await
+        .unwrap();
+    assert_eq!(dry.data["spec"]["interval"], "42m");
+    let got = api.get("pre").await.unwrap();
+    assert_eq!(got.data["spec"]["interval"], "2m");
+    assert_eq!(got.metadata.resource_version, put.metadata.resource_version);
+}
