@@ -149,14 +149,18 @@ async fn a_token_rotated_on_disk_is_used_by_the_next_request() {
     system.restart_dataplane(rotated).await;
     system.create_simple("after", "team-a").await;
     let errors = agent.polls("error").await;
-    within("two rejected polls with the old token", DEADLINE, || async {
-        assert_eq!(
-            system.flux_configs().await.len(),
-            1,
-            "a configuration arrived without the new token"
-        );
-        agent.polls("error").await >= errors + 2.0
-    })
+    within(
+        "two rejected polls with the old token",
+        DEADLINE,
+        || async {
+            assert_eq!(
+                system.flux_configs().await.len(),
+                1,
+                "a configuration arrived without the new token"
+            );
+            agent.polls("error").await >= errors + 2.0
+        },
+    )
     .await;
     let listings = system.dataplane.stats().listings;
 
@@ -257,7 +261,10 @@ async fn an_agent_killed_mid_sync_leaves_nothing_running_and_a_restart_converges
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn through_tinyproxy_with_credentials_and_recovers_when_the_proxy_returns() {
     if !std::path::Path::new(common_system::TINYPROXY).exists() {
-        panic!("{} is not installed (apt-get install tinyproxy)", common_system::TINYPROXY);
+        panic!(
+            "{} is not installed (apt-get install tinyproxy)",
+            common_system::TINYPROXY
+        );
     }
     let system = System::start().await;
     let dp_port = system.dataplane.addr().port();
@@ -313,12 +320,15 @@ async fn through_tinyproxy_with_credentials_and_recovers_when_the_proxy_returns(
     )
     .await;
     println!("recovered {took:?} after the proxy returned (cap {cap:?})");
-    eventually("the new configuration is reported through the proxy", || async {
-        system
-            .show("while-down")
-            .await
-            .is_some_and(|v| v["complianceState"] == "Compliant")
-    })
+    eventually(
+        "the new configuration is reported through the proxy",
+        || async {
+            system
+                .show("while-down")
+                .await
+                .is_some_and(|v| v["complianceState"] == "Compliant")
+        },
+    )
     .await;
     agent.shutdown().await;
     drop(proxy);

@@ -177,13 +177,10 @@ impl System {
     /// accepting only `token` from now on.
     pub async fn restart_dataplane(&mut self, token: &str) {
         let addr = self.dataplane.addr();
-        let placeholder = start_dataplane(
-            self.dir.path(),
-            "127.0.0.1:0".parse().expect("addr"),
-            token,
-        )
-        .await
-        .expect("placeholder data plane");
+        let placeholder =
+            start_dataplane(self.dir.path(), "127.0.0.1:0".parse().expect("addr"), token)
+                .await
+                .expect("placeholder data plane");
         let old = std::mem::replace(&mut self.dataplane, placeholder);
         old.shutdown().await;
         // The placeholder shares the state file; replace it by one on the old port.
@@ -263,7 +260,10 @@ impl System {
     /// controller's, so it is left out).
     pub async fn snapshot(&self) -> BTreeMap<String, (String, Option<i64>, Value)> {
         let api: Api<FluxConfig> = Api::all(self.client.clone());
-        let list = api.list(&Default::default()).await.expect("list FluxConfigs");
+        let list = api
+            .list(&Default::default())
+            .await
+            .expect("list FluxConfigs");
         list.items
             .iter()
             .map(|fc| {
@@ -323,7 +323,11 @@ pub async fn scrape(addr: SocketAddr) -> Option<String> {
         .timeout(Duration::from_secs(5))
         .build()
         .ok()?;
-    let resp = http.get(format!("http://{addr}/metrics")).send().await.ok()?;
+    let resp = http
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .ok()?;
     if !resp.status().is_success() {
         return None;
     }
@@ -343,7 +347,9 @@ pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
             let all = labels
                 .iter()
                 .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
-            (n == name && all).then(|| value.parse::<f64>().ok()).flatten()
+            (n == name && all)
+                .then(|| value.parse::<f64>().ok())
+                .flatten()
         })
         .reduce(|a, b| a + b)
 }
