@@ -38,8 +38,10 @@ use crate::token::TokenProvider;
 /// Longest time the agent trusts an ETag before asking for a full listing again.
 pub const FULL_RESYNC_AFTER: Duration = Duration::from_secs(600);
 const MIN_BACKOFF: Duration = Duration::from_secs(1);
-/// Shortest time between two listings when long polling.
-const MIN_GAP_AFTER_CHANGE: Duration = Duration::from_secs(1);
+/// Shortest time between two listings when long polling: short enough that a burst of changes
+/// reaches the cluster well within a second, long enough that a data plane answering 200 to
+/// every long poll costs at most five listings a second.
+const MIN_GAP_AFTER_CHANGE: Duration = Duration::from_millis(200);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
