@@ -7,12 +7,13 @@
 //!     --subscription-id ID --resource-group RG
 //!     --cluster-type connectedClusters|managedClusters --cluster-name NAME
 //!     --token-file FILE | --token T
-//!     [--ca-file FILE] [--proxy-ca-file FILE] [--poll-interval-secs 30] [--long-poll-secs 50]
+//!     [--ca-file FILE] [--proxy-ca-file FILE] [--https-proxy URL] [--no-proxy LIST]
+//!     [--poll-interval-secs 30] [--long-poll-secs 50]
 //!     [--report-interval-secs 60] [--metrics-addr 0.0.0.0:8081] [--log-level info|error]
 //! ```
 //! Each flag also reads `FLUXCONFIG_AGENT_<FLAG>` (e.g. `FLUXCONFIG_AGENT_DATAPLANE_URL`,
-//! `FLUXCONFIG_AGENT_TOKEN_FILE`); `HTTPS_PROXY`/`NO_PROXY` as usual; Kubernetes access from
-//! in-cluster config or `KUBECONFIG`. Tests run the agent in-process with
+//! `FLUXCONFIG_AGENT_TOKEN_FILE`); `--https-proxy`/`--no-proxy` read `HTTPS_PROXY`/`NO_PROXY`;
+//! Kubernetes access from in-cluster config or `KUBECONFIG`. Tests run the agent in-process with
 //! [`run::run`]`(client, config, shutdown)`.
 //!
 //! - [`config`]: flags and environment → [`config::AgentConfig`]

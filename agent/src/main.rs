@@ -40,8 +40,13 @@ fn run_agent(args: &RunArgs) -> Result<(), String> {
         .build()
         .map_err(|e| format!("starting the runtime: {e}"))?;
     runtime.block_on(async move {
-        let client = kube::Client::try_default()
+        let kube_config = kube::Config::infer()
             .await
+            .map_err(|e| format!("connecting to the cluster: {e}"))?;
+        // Errors of the kube client name no address; this line lets an operator see which API
+        // server an unreachable-cluster error is about.
+        tracing::info!(api_server = %kube_config.cluster_url, "using the cluster's API server");
+        let client = kube::Client::try_from(kube_config)
             .map_err(|e| format!("connecting to the cluster: {e}"))?;
         tracing::info!(
             dataplane = %config.dataplane_url,

@@ -29,6 +29,11 @@ use fluxconfig_api::SourceKind;
 use fluxconfig_api::{ComplianceState, FluxConfigSpec, FluxConfigStatus, ProvisioningState};
 use serde_json::Value;
 
+/// Largest configuration (its `properties` as JSON) the agent writes. The API server refuses
+/// objects over about 1.5 MiB (etcd's limit), and a refused write would be retried on every
+/// sync instead of being reported as the configuration's error.
+pub const MAX_PROPERTIES_BYTES: usize = 1024 * 1024;
+
 /// Namespace and name of one `FluxConfig`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ConfigKey {
@@ -202,6 +207,9 @@ fn parse_item(item: &Value) -> Result<Desired, Rejected> {
             )]))
         }
     };
+    if let Some(error) = oversized(&properties) {
+        return Err(reject(vec![error]));
+    }
     let mut errors = Vec::new();
     let protected = match properties.remove(PROTECTED_SETTINGS) {
         None | Some(Value::Null) => ProtectedSettings::new(),
@@ -234,6 +242,53 @@ fn parse_item(item: &Value) -> Result<Desired, Rejected> {
         protected: Protected(protected),
         wants_generated_key,
     })
+}
+
+/// An error naming the largest value when the properties are too large to be written.
+fn oversized(properties: &serde_json::Map<String, Value>) -> Option<FieldError> {
+    fn largest(v: &Value, path: String, best: &mut (usize, String)) {
+        match v {
+            Value::Object(m) => {
+                for (k, v) in m {
+                    largest(v, format!("{path}.{k}"), best);
+                }
+            }
+            Value::Array(a) => {
+                for (i, v) in a.iter().enumerate() {
+                    largest(v, format!("{path}[{i}]"), best);
+                }
+            }
+            leaf => {
+                let size = leaf.to_string().len();
+                if size > best.0 {
+                    *best = (size, path);
+                }
+            }
+        }
+    }
+    let size = serde_json::to_vec(properties).map_or(usize::MAX, |b| b.len());
+    if size <= MAX_PROPERTIES_BYTES {
+        return None;
+    }
+    let mut best = (0, String::new());
+    for (k, v) in properties {
+        largest(v, k.clone(), &mut best);
+    }
+    let field = if best.1.is_empty() {
+        "properties".to_string()
+    } else if best.1.starts_with(PROTECTED_SETTINGS) {
+        best.1
+    } else {
+        format!("spec.{}", best.1)
+    };
+    Some(FieldError::new(
+        field,
+        format!(
+            "the configuration is {size} bytes, over the limit of {MAX_PROPERTIES_BYTES}; \
+             this value alone is {} bytes",
+            best.0
+        ),
+    ))
 }
 
 /// Never echoes a value: only which key is wrong and how.
@@ -388,6 +443,20 @@ mod tests {
         assert!(p.delete.is_empty());
         let p = plan(&list(vec![]), &owned(&[("flux", "x")]));
         assert_eq!(p.delete, owned(&[("flux", "x")]));
+    }
+
+    #[test]
+    fn oversized_item_is_rejected_naming_its_largest_value() {
+        let mut big = item("big", "flux");
+        big["properties"]["kustomizations"]["infra"]["path"] =
+            json!(format!("./{}", "a".repeat(MAX_PROPERTIES_BYTES)));
+        let p = plan(&list(vec![item("good", "flux"), big]), &[]);
+        assert_eq!(p.apply.len(), 1);
+        let message = p.rejected[0].errors.to_string();
+        assert!(
+            message.contains("spec.kustomizations.infra.path") && !message.contains("aaaa"),
+            "{message}"
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@ mod fault_common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use fault_common::{env_usize, within, Bed};
+use fault_common::{env_usize, Bed};
 
 const READS: [&str; 2] = ["get", "list"];
 const WRITES: [&str; 4] = ["create", "update", "patch", "delete"];
@@ -35,12 +35,9 @@ async fn every_configuration_converges_under_api_errors_and_watch_drops() {
         bed.put_simple(name).await;
     }
 
-    let took = within(
-        "every configuration Compliant",
-        Duration::from_secs(180),
-        || async { bed.all_compliant(&desired) },
-    )
-    .await;
+    let took = bed
+        .await_compliant(&desired, Duration::from_secs(180))
+        .await;
     println!("{n} configurations Compliant under API faults in {took:?}");
     bed.await_exact(&desired, Duration::from_secs(60)).await;
 
@@ -51,7 +48,10 @@ async fn every_configuration_converges_under_api_errors_and_watch_drops() {
         bed.delete(name).await;
     }
     let took = bed.await_exact(&kept, Duration::from_secs(120)).await;
-    println!("{} configurations removed under API faults in {took:?}", gone.len());
+    println!(
+        "{} configurations removed under API faults in {took:?}",
+        gone.len()
+    );
     let after = bed.cluster_state().await.expect("state");
     for name in &kept {
         assert_eq!(

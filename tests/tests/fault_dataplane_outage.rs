@@ -24,21 +24,31 @@ async fn an_outage_changes_nothing_and_recovery_converges() {
     for name in &desired {
         bed.put_simple(name).await;
     }
-    within("converged", Duration::from_secs(90), || async {
-        bed.all_compliant(&desired)
-    })
-    .await;
+    bed.await_compliant(&desired, Duration::from_secs(90)).await;
     bed.await_exact(&desired, Duration::from_secs(30)).await;
 
-    for (round, outage) in [Outage::Unavailable, Outage::Refuse].into_iter().enumerate() {
+    for (round, outage) in [Outage::Unavailable, Outage::Refuse]
+        .into_iter()
+        .enumerate()
+    {
         let faults = bed.dataplane.faults();
         // Management calls still work during a 503 outage: change the desired state now, then
         // switch to the requested kind of outage for the observation window.
+        // A long poll accepted before the outage would still be answered with the change:
+        // refusing drops open connections, then every new request gets 503.
+        faults.set_outage(Some(Outage::Refuse));
+        let addr = bed.dataplane.addr();
+        within("connections refused", Duration::from_secs(10), || async {
+            tokio::net::TcpStream::connect(addr).await.is_err()
+        })
+        .await;
         faults.set_outage(Some(Outage::Unavailable));
         let injected = bed.dataplane.stats().faults_injected;
-        within("the agent hits the outage", Duration::from_secs(30), || async {
-            bed.dataplane.stats().faults_injected > injected
-        })
+        within(
+            "the agent hits the outage",
+            Duration::from_secs(30),
+            || async { bed.dataplane.stats().faults_injected > injected },
+        )
         .await;
         let frozen = bed.spec_snapshot().await;
 
@@ -67,18 +77,19 @@ async fn an_outage_changes_nothing_and_recovery_converges() {
 
         let took = bed.await_exact(&desired, Duration::from_secs(60)).await;
         within("the change is applied", Duration::from_secs(30), || async {
-            bed.spec_snapshot().await.get(&changed).is_some_and(|(_, _, spec)| {
-                spec["gitRepository"]["syncIntervalInSeconds"] == 300
-            })
+            bed.spec_snapshot()
+                .await
+                .get(&changed)
+                .is_some_and(|(_, _, spec)| spec["gitRepository"]["syncIntervalInSeconds"] == 300)
         })
         .await;
-        within("recovered and Compliant", Duration::from_secs(90), || async {
-            bed.all_compliant(&desired)
-        })
-        .await;
+        bed.await_compliant(&desired, Duration::from_secs(90)).await;
         let after = bed.spec_snapshot().await;
         for name in desired.iter().filter(|n| **n != changed && **n != added) {
-            assert_eq!(after[name], frozen[name], "{name} was touched by the recovery");
+            assert_eq!(
+                after[name], frozen[name],
+                "{name} was touched by the recovery"
+            );
         }
         println!("{outage:?} outage: converged {took:?} after it was lifted");
     }

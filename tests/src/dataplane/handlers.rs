@@ -445,7 +445,11 @@ fn splice_raw_items(
 ) -> Result<Vec<u8>, serde_json::Error> {
     let mut parts = Vec::with_capacity(items.len());
     for item in items {
-        match item.get("name").and_then(Value::as_str).and_then(|n| raw.get(n)) {
+        match item
+            .get("name")
+            .and_then(Value::as_str)
+            .and_then(|n| raw.get(n))
+        {
             Some(text) => parts.push(text.clone()),
             None => parts.push(serde_json::to_string(item)?),
         }

@@ -62,6 +62,7 @@ pub struct Bed {
 impl Bed {
     /// `with_sim`: run the Flux simulator, needed for compliance to be reported.
     pub async fn start(with_sim: bool) -> Bed {
+        init_logs();
         let server = apiserver::start(apiserver::Config::default())
             .await
             .expect("emulator");
@@ -244,7 +245,10 @@ impl Bed {
     /// controller's and changes all the time).
     pub async fn spec_snapshot(&self) -> BTreeMap<String, (String, Option<i64>, Value)> {
         let api: Api<FluxConfig> = Api::all(self.client.clone());
-        let list = api.list(&Default::default()).await.expect("list FluxConfigs");
+        let list = api
+            .list(&Default::default())
+            .await
+            .expect("list FluxConfigs");
         list.items
             .iter()
             .map(|fc| {
@@ -258,6 +262,35 @@ impl Bed {
                 )
             })
             .collect()
+    }
+
+    /// Waits until the agent reported every one of `names` Compliant; fails with the status of
+    /// the first one that is not.
+    pub async fn await_compliant(&self, names: &BTreeSet<String>, limit: Duration) -> Duration {
+        let started = tokio::time::Instant::now();
+        loop {
+            let laggard = names.iter().find(|n| {
+                self.status(n)
+                    .is_none_or(|s| s.compliance_state != Some(ComplianceState::Compliant))
+            });
+            let Some(name) = laggard else {
+                return started.elapsed();
+            };
+            if started.elapsed() >= limit {
+                let fc: Api<FluxConfig> = Api::namespaced(self.client.clone(), NAMESPACE);
+                let cluster = fc
+                    .get_opt(name)
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|f| serde_json::to_string(&f.status).unwrap_or_default());
+                panic!(
+                    "{name} not Compliant after {limit:?}: reported {:?}; FluxConfig status {cluster:?}",
+                    self.status(name)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     /// Whether the agent reported every one of `names` Compliant.
@@ -392,7 +425,11 @@ pub fn simple_properties(url: &str) -> Value {
             "repositoryRef": {"branch": "main"},
             "syncIntervalInSeconds": 600
         },
-        "kustomizations": {"infra": {"path": "./infrastructure", "prune": true}}
+        "kustomizations": {"infra": {
+            "path": "./infrastructure",
+            "prune": true,
+            "retryIntervalInSeconds": 2
+        }}
     })
 }
 
@@ -403,6 +440,14 @@ pub fn cluster() -> ClusterRef {
         cluster_type: ClusterType::ConnectedClusters,
         cluster_name: "fault-arc".into(),
     }
+}
+
+/// Logs of the components under test when `RUST_LOG` asks for them.
+pub fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
 }
 
 pub fn env_usize(name: &str, default: usize) -> usize {
@@ -422,17 +467,21 @@ async fn install_fluxconfig_crd(client: &Client) {
     api.create(&PostParams::default(), &crd)
         .await
         .expect("create CRD");
-    within("FluxConfig CRD established", Duration::from_secs(30), || async {
-        api.get("fluxconfigs.clusterconfig.azure.com")
-            .await
-            .ok()
-            .and_then(|c| c.status)
-            .and_then(|s| s.conditions)
-            .is_some_and(|cs| {
-                cs.iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True")
-            })
-    })
+    within(
+        "FluxConfig CRD established",
+        Duration::from_secs(30),
+        || async {
+            api.get("fluxconfigs.clusterconfig.azure.com")
+                .await
+                .ok()
+                .and_then(|c| c.status)
+                .and_then(|s| s.conditions)
+                .is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c.type_ == "Established" && c.status == "True")
+                })
+        },
+    )
     .await;
 }
 
