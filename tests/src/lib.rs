@@ -4,7 +4,9 @@
 
 pub mod apiserver;
 pub mod azcli;
+pub mod bench;
 pub mod bench_apiserver;
+pub mod bench_propagation;
 pub mod dataplane;
 pub mod fixtures;
 pub mod fluxsim;

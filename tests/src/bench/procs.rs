@@ -59,8 +59,8 @@ pub struct Target<'a> {
 
 enum Kind {
     Processes {
-        agent: tokio::process::Child,
-        controller: tokio::process::Child,
+        agent: Box<tokio::process::Child>,
+        controller: Box<tokio::process::Child>,
     },
     InProcess {
         stop: watch::Sender<bool>,
@@ -147,7 +147,10 @@ pub async fn start(target: Target<'_>, binaries: Option<&Binaries>) -> Result<Ru
                     .kill_on_drop(true),
                 &b.agent,
             )?;
-            Kind::Processes { agent, controller }
+            Kind::Processes {
+                agent: Box::new(agent),
+                controller: Box::new(controller),
+            }
         }
         None => {
             let (stop, stop_rx) = watch::channel(false);
@@ -171,10 +174,9 @@ pub async fn start(target: Target<'_>, binaries: Option<&Binaries>) -> Result<Ru
                     tracing::error!(error = %e, "in-process controller");
                 }
             }));
-            let url = target
-                .dataplane_url
-                .parse()
-                .map_err(|_| BenchError::Setup(format!("data-plane URL {}", target.dataplane_url)))?;
+            let url = target.dataplane_url.parse().map_err(|_| {
+                BenchError::Setup(format!("data-plane URL {}", target.dataplane_url))
+            })?;
             let mut agent = AgentConfig::new(
                 url,
                 target.cluster.clone(),

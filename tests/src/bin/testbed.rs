@@ -29,6 +29,9 @@ enum Command {
     /// Run everything (emulator, data plane, Flux simulator, controller, agent) with the Azure
     /// tutorial configuration.
     Up(fluxconfig_testbed::sandbox::UpArgs),
+    /// Measure the system (latencies, convergence at scale, steady-state traffic, RSS) and
+    /// write BENCHMARKS.md.
+    Bench(fluxconfig_testbed::bench::BenchArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -142,7 +145,7 @@ async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     // The sandbox prints its own story on stdout; its components' logs are for when asked.
     let default_level = match cli.command {
-        Command::Up(_) => "warn",
+        Command::Up(_) | Command::Bench(_) => "warn",
         _ => "info",
     };
     tracing_subscriber::fmt()
@@ -166,6 +169,13 @@ async fn main() -> std::process::ExitCode {
         Command::Up(args) => fluxconfig_testbed::sandbox::up(args)
             .await
             .map_err(CliError::from),
+        Command::Bench(args) => {
+            if let Err(e) = fluxconfig_testbed::bench::run_cli(args).await {
+                eprintln!("error: {e}");
+                return std::process::ExitCode::FAILURE;
+            }
+            Ok(())
+        }
         Command::BenchApiserver(args) => {
             let report = fluxconfig_testbed::bench_apiserver::run_apiserver_bench(
                 args.objects,
