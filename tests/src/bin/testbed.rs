@@ -32,6 +32,9 @@ enum Command {
     /// Measure the system (latencies, convergence at scale, steady-state traffic, RSS) and
     /// write BENCHMARKS.md.
     Bench(fluxconfig_testbed::bench::BenchArgs),
+    /// Propagation latency, in-process: `flux create` → FluxConfig present, and Flux status
+    /// change → `flux show` reporting it (p50/p99).
+    BenchPropagation(PropagationArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -42,6 +45,13 @@ struct BenchArgs {
     /// Concurrent watches.
     #[arg(long, default_value_t = 100)]
     watches: usize,
+}
+
+#[derive(clap::Args, Debug)]
+struct PropagationArgs {
+    /// Samples of each path.
+    #[arg(long, default_value_t = 30)]
+    samples: usize,
 }
 
 #[derive(clap::Args, Debug)]
@@ -91,6 +101,8 @@ enum CliError {
     Signal(std::io::Error),
     #[error("the emulator fell behind")]
     FellBehind,
+    #[error("{0} samples failed (listed above)")]
+    Incomplete(usize),
     #[error(transparent)]
     FluxSim(#[from] fluxconfig_testbed::fluxsim::Error),
     #[error(transparent)]
@@ -145,7 +157,7 @@ async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     // The sandbox prints its own story on stdout; its components' logs are for when asked.
     let default_level = match cli.command {
-        Command::Up(_) | Command::Bench(_) => "warn",
+        Command::Up(_) | Command::Bench(_) | Command::BenchPropagation(_) => "warn",
         _ => "info",
     };
     tracing_subscriber::fmt()
@@ -175,6 +187,15 @@ async fn main() -> std::process::ExitCode {
                 return std::process::ExitCode::FAILURE;
             }
             Ok(())
+        }
+        Command::BenchPropagation(args) => {
+            let report =
+                fluxconfig_testbed::bench_propagation::run_propagation_bench(args.samples).await;
+            if report.errors.is_empty() {
+                Ok(())
+            } else {
+                Err(CliError::Incomplete(report.errors.len()))
+            }
         }
         Command::BenchApiserver(args) => {
             let report = fluxconfig_testbed::bench_apiserver::run_apiserver_bench(
