@@ -194,6 +194,20 @@ impl Bed {
         self.dataplane.status(&cluster(), name)
     }
 
+    /// [`Self::cluster_state`] through an API that may be injecting faults: the observer is
+    /// not under test, so its reads are retried (a bounded number of times).
+    pub async fn observed_state(&self) -> ClusterState {
+        let mut last = None;
+        for _ in 0..50 {
+            match self.cluster_state().await {
+                Ok(state) => return state,
+                Err(e) => last = Some(e),
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("reading the cluster state kept failing: {last:?}");
+    }
+
     /// Snapshot of what the agent and controller made of the desired state.
     pub async fn cluster_state(&self) -> Result<ClusterState, kube::Error> {
         let configs: Api<FluxConfig> = Api::all(self.client.clone());
