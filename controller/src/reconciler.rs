@@ -506,45 +506,25 @@ async fn prune_stale(
     }
     let kind = objects.source.kind();
     if kind != "GitRepository" {
-        delete_owned_source(&ctx.stores.git, ctx, name, namespace).await?;
+        delete_all(&ctx.stores.git, ctx, name, namespace).await?;
     }
     if kind != "Bucket" {
-        delete_owned_source(&ctx.stores.bucket, ctx, name, namespace).await?;
+        delete_all(&ctx.stores.bucket, ctx, name, namespace).await?;
     }
     if kind != "OCIRepository" {
-        delete_owned_source(&ctx.stores.oci, ctx, name, namespace).await?;
+        delete_all(&ctx.stores.oci, ctx, name, namespace).await?;
     }
 
     // Secrets and applier objects are not watched; list them only when the spec changed.
     let spec_changed =
         config.status.as_ref().and_then(|s| s.observed_generation) != config.metadata.generation;
     if spec_changed {
-        let selector = format!(
-            "{}={},{}={}",
-            labels::CONFIG_NAME,
-            name,
-            labels::CONFIG_NAMESPACE,
-            namespace
-        );
         let keep: BTreeSet<String> = objects
             .secrets
             .iter()
             .filter_map(|s| s.metadata.name.clone())
             .collect();
-        let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
-        let list = secrets
-            .list_metadata(&ListParams::default().labels(&selector))
-            .await
-            .map_err(|source| Error::List {
-                kind: "Secret".to_string(),
-                source,
-            })?;
-        for s in list.items {
-            let n = s.metadata.name.unwrap_or_default();
-            if !keep.contains(&n) {
-                delete::<Secret>(ctx, namespace, &n).await?;
-            }
-        }
+        delete_generated_secrets(ctx, name, namespace, &keep).await?;
         if objects.service_account.is_none() {
             let applier = translate::applier_name(name);
             delete_if_labelled::<ServiceAccount>(ctx, namespace, &applier, name).await?;
@@ -554,21 +534,33 @@ async fn prune_stale(
     Ok(())
 }
 
-async fn delete_owned_source<K>(
-    store: &Store<K>,
+/// Deletes the Secrets generated for a configuration (found by its labels; they are not
+/// watched) except those in `keep`.
+async fn delete_generated_secrets(
     ctx: &Context,
     name: &str,
     namespace: &str,
-) -> Result<(), Error>
-where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug,
-{
-    for obj in owned_by(store, name, namespace) {
-        if obj.meta().deletion_timestamp.is_none() {
-            delete::<K>(ctx, namespace, &obj.name_any()).await?;
+    keep: &BTreeSet<String>,
+) -> Result<(), Error> {
+    let selector = format!(
+        "{}={},{}={}",
+        labels::CONFIG_NAME,
+        name,
+        labels::CONFIG_NAMESPACE,
+        namespace
+    );
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let list = secrets
+        .list_metadata(&ListParams::default().labels(&selector))
+        .await
+        .map_err(|source| Error::List {
+            kind: "Secret".to_string(),
+            source,
+        })?;
+    for s in list.items {
+        let n = s.metadata.name.unwrap_or_default();
+        if !keep.contains(&n) {
+            delete::<Secret>(ctx, namespace, &n).await?;
         }
     }
     Ok(())
@@ -823,24 +815,7 @@ async fn cleanup(
     }
     // Secrets and applier objects carry owner references; the garbage collector removes them
     // with the FluxConfig. Delete them now anyway so nothing lingers if GC is slow.
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
-    let selector = format!(
-        "{}={},{}={}",
-        labels::CONFIG_NAME,
-        name,
-        labels::CONFIG_NAMESPACE,
-        namespace
-    );
-    let list = secrets
-        .list_metadata(&ListParams::default().labels(&selector))
-        .await
-        .map_err(|source| Error::List {
-            kind: "Secret".to_string(),
-            source,
-        })?;
-    for s in list.items {
-        delete::<Secret>(ctx, namespace, &s.metadata.name.unwrap_or_default()).await?;
-    }
+    delete_generated_secrets(ctx, name, namespace, &BTreeSet::new()).await?;
     let applier = translate::applier_name(name);
     delete_if_labelled::<ServiceAccount>(ctx, namespace, &applier, name).await?;
     delete_if_labelled::<RoleBinding>(ctx, namespace, &applier, name).await?;
@@ -855,6 +830,7 @@ async fn cleanup(
     Ok(Action::await_change())
 }
 
+/// Deletes the configuration's objects of one kind still in the cache; returns how many remain.
 async fn delete_all<K>(
     store: &Store<K>,
     ctx: &Context,
