@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use fluxconfig_api::dataplane::AgentHeartbeat;
 use fluxconfig_api::{ComplianceState, FluxConfig, FluxConfigStatus};
+use futures::stream::FuturesUnordered;
 use futures::{StreamExt, TryStreamExt};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, ResourceExt};
@@ -168,10 +169,14 @@ impl ReportState {
         self.entries.values().filter_map(|e| e.due).min()
     }
 
-    /// Takes the reports that are due, marking them in flight.
-    pub fn take_due(&mut self, now: Instant) -> Vec<(String, FluxConfigStatus)> {
+    /// Takes at most `limit` of the reports that are due, marking them in flight; the rest stay
+    /// due.
+    pub fn take_due(&mut self, now: Instant, limit: usize) -> Vec<(String, FluxConfigStatus)> {
         let mut out = Vec::new();
         for (name, e) in self.entries.iter_mut() {
+            if out.len() >= limit {
+                break;
+            }
             if e.due.is_some_and(|d| d <= now) {
                 e.due = None;
                 if let Some(s) = e.effective().cloned() {
@@ -276,9 +281,13 @@ pub async fn run(
     let mut full = tokio::time::interval(config.interval);
     full.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut rejected_open = true;
+    // Reports run beside the loop rather than inside it: with a slow data plane a round can take
+    // longer than the watch takes to deliver the next status, and a report must carry the status
+    // of the moment it is sent, not the one from before the round started.
+    let mut sending = FuturesUnordered::new();
 
     loop {
-        let next_due = state.next_due();
+        let next_due = state.next_due().filter(|_| sending.len() < CONCURRENCY);
         tokio::select! {
             _ = stopped(&mut shutdown) => break,
             ev = events.next() => match ev {
@@ -311,12 +320,17 @@ pub async fn run(
                 }
             }
             _ = sleep_until_opt(next_due) => {
-                send_due(&dataplane, &metrics, &mut state).await;
+                let room = CONCURRENCY.saturating_sub(sending.len());
+                for (name, status) in state.take_due(Instant::now(), room) {
+                    sending.push(send(&dataplane, &metrics, name, status));
+                }
+            }
+            Some((name, status, outcome)) = sending.next(), if !sending.is_empty() => {
+                state.on_result(&name, status, outcome, Instant::now());
             }
             _ = full.tick() => {
                 if synced {
                     state.schedule_all(Instant::now());
-                    send_due(&dataplane, &metrics, &mut state).await;
                     heartbeat(&dataplane, &metrics, &state, &last_sync).await;
                 }
             }
@@ -333,39 +347,31 @@ async fn sleep_until_opt(at: Option<Instant>) {
     }
 }
 
-async fn send_due(dataplane: &DataPlaneClient, metrics: &Metrics, state: &mut ReportState) {
-    let due = state.take_due(Instant::now());
-    if due.is_empty() {
-        return;
+/// Sends one report; the outcome is what [`ReportState::on_result`] takes.
+async fn send(
+    dataplane: &DataPlaneClient,
+    metrics: &Metrics,
+    name: String,
+    mut status: FluxConfigStatus,
+) -> (String, FluxConfigStatus, Result<(), Option<Duration>>) {
+    if status.status_updated_at.is_none() {
+        status.status_updated_at = Some(now_rfc3339());
     }
-    let results: Vec<_> = futures::stream::iter(due)
-        .map(|(name, mut status)| async move {
-            if status.status_updated_at.is_none() {
-                status.status_updated_at = Some(now_rfc3339());
-            }
-            let started = std::time::Instant::now();
-            let result = dataplane.put_status(&name, &status).await;
-            metrics.observe("status", result.is_ok(), started.elapsed().as_secs_f64());
-            metrics.report("status", result.is_ok());
-            (name, status, result)
-        })
-        .buffer_unordered(CONCURRENCY)
-        .collect()
-        .await;
-    let now = Instant::now();
-    for (name, status, result) in results {
-        let outcome = match result {
-            Ok(()) => {
-                tracing::debug!(configuration = %name, "reported status");
-                Ok(())
-            }
-            Err(e) => {
-                tracing::warn!(configuration = %name, error = %e, "reporting status failed; will retry");
-                Err(e.retry_after())
-            }
-        };
-        state.on_result(&name, status, outcome, now);
-    }
+    let started = std::time::Instant::now();
+    let result = dataplane.put_status(&name, &status).await;
+    metrics.observe("status", result.is_ok(), started.elapsed().as_secs_f64());
+    metrics.report("status", result.is_ok());
+    let outcome = match result {
+        Ok(()) => {
+            tracing::debug!(configuration = %name, "reported status");
+            Ok(())
+        }
+        Err(e) => {
+            tracing::warn!(configuration = %name, error = %e, "reporting status failed; will retry");
+            Err(e.retry_after())
+        }
+    };
+    (name, status, outcome)
 }
 
 async fn heartbeat(
@@ -420,8 +426,10 @@ mod tests {
             t0 + Duration::from_millis(150),
         );
         assert_eq!(s.next_due(), Some(t0 + D));
-        assert!(s.take_due(t0 + Duration::from_millis(100)).is_empty());
-        let due = s.take_due(t0 + D);
+        assert!(s
+            .take_due(t0 + Duration::from_millis(100), usize::MAX)
+            .is_empty());
+        let due = s.take_due(t0 + D, usize::MAX);
         assert_eq!(due.len(), 1);
         assert_eq!(due[0].1.compliance_state, Some(ComplianceState::Compliant));
         s.on_result("a", due[0].1.clone(), Ok(()), t0 + D);
@@ -438,7 +446,7 @@ mod tests {
         let t0 = Instant::now();
         let mut s = ReportState::new(D);
         s.on_apply("a", Some(status(ComplianceState::Pending)), t0);
-        let due = s.take_due(t0 + D);
+        let due = s.take_due(t0 + D, usize::MAX);
         s.on_apply("a", Some(status(ComplianceState::Compliant)), t0 + D);
         assert_eq!(s.next_due(), None, "in flight");
         s.on_result("a", due[0].1.clone(), Ok(()), t0 + D * 2);
@@ -446,14 +454,29 @@ mod tests {
     }
 
     #[test]
+    fn taking_is_bounded_and_the_rest_stay_due() {
+        let t0 = Instant::now();
+        let mut s = ReportState::new(D);
+        for n in ["a", "b", "c"] {
+            s.on_apply(n, Some(status(ComplianceState::Pending)), t0);
+        }
+        assert_eq!(s.take_due(t0 + D, 2).len(), 2);
+        assert_eq!(s.next_due(), Some(t0 + D), "the third is still due");
+        let rest = s.take_due(t0 + D, 2);
+        assert_eq!(rest.len(), 1);
+        assert_eq!(rest[0].0, "c");
+        assert_eq!(s.next_due(), None);
+    }
+
+    #[test]
     fn failures_retry_with_backoff_and_retry_after() {
         let t0 = Instant::now();
         let mut s = ReportState::new(D);
         s.on_apply("a", Some(status(ComplianceState::Pending)), t0);
-        let due = s.take_due(t0 + D);
+        let due = s.take_due(t0 + D, usize::MAX);
         s.on_result("a", due[0].1.clone(), Err(None), t0 + D);
         assert_eq!(s.next_due(), Some(t0 + D + RETRY_MIN));
-        let due = s.take_due(t0 + D + RETRY_MIN);
+        let due = s.take_due(t0 + D + RETRY_MIN, usize::MAX);
         s.on_result("a", due[0].1.clone(), Err(Some(Duration::from_secs(9))), t0);
         assert_eq!(s.next_due(), Some(t0 + Duration::from_secs(9)));
     }
@@ -463,7 +486,7 @@ mod tests {
         let t0 = Instant::now();
         let mut s = ReportState::new(D);
         s.on_apply("a", Some(status(ComplianceState::Compliant)), t0);
-        let due = s.take_due(t0 + D);
+        let due = s.take_due(t0 + D, usize::MAX);
         s.on_result("a", due[0].1.clone(), Ok(()), t0 + D);
 
         let failed = FluxConfigStatus {
@@ -476,7 +499,7 @@ mod tests {
         rejected.insert("a".into(), failed.clone());
         rejected.insert("b".into(), failed.clone());
         s.set_rejected(&rejected, t0);
-        let mut due = s.take_due(t0 + D);
+        let mut due = s.take_due(t0 + D, usize::MAX);
         due.sort_by(|x, y| x.0.cmp(&y.0));
         assert_eq!(due.len(), 2);
         assert!(due.iter().all(|(_, st)| *st == failed));
@@ -491,7 +514,7 @@ mod tests {
         s.set_rejected(&rejected, t0 + D);
         assert_eq!(s.next_due(), None);
         s.set_rejected(&RejectedSet::new(), t0 + D);
-        let due = s.take_due(t0 + D * 2);
+        let due = s.take_due(t0 + D * 2, usize::MAX);
         assert_eq!(due.len(), 1);
         assert_eq!(due[0].0, "a");
         assert_eq!(due[0].1.compliance_state, Some(ComplianceState::Compliant));
@@ -504,7 +527,7 @@ mod tests {
         let mut s = ReportState::new(D);
         s.on_apply("a", Some(status(ComplianceState::Compliant)), t0);
         s.on_apply("b", Some(status(ComplianceState::Compliant)), t0);
-        for (n, st) in s.take_due(t0 + D) {
+        for (n, st) in s.take_due(t0 + D, usize::MAX) {
             s.on_result(&n, st, Ok(()), t0 + D);
         }
         s.on_relist_start();
@@ -512,7 +535,7 @@ mod tests {
         s.on_relist_done(t0 + D);
         assert_eq!(s.configuration_count(), 1);
         s.schedule_all(t0 + D);
-        let due = s.take_due(t0 + D);
+        let due = s.take_due(t0 + D, usize::MAX);
         assert_eq!(due.len(), 1);
         assert_eq!(due[0].0, "a");
     }
