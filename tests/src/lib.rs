@@ -11,3 +11,4 @@ pub mod dataplane;
 pub mod fixtures;
 pub mod fluxsim;
 pub mod sandbox;
+pub mod system;

@@ -80,7 +80,7 @@ fn b64(s: &str) -> String {
 async fn no_token_or_protected_value_appears_in_any_agent_output() {
     let bin = agent_binary();
     let system = System::start().await;
-    let dir = system.dir.path().to_path_buf();
+    let dir = system.dir.clone();
     let kubeconfig = dir.join("kubeconfig");
     system
         .server

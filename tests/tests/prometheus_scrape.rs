@@ -5,25 +5,13 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use clap::Parser;
-use fluxconfig_agent::config::AgentConfig;
-use fluxconfig_agent::token::TokenSource;
-use fluxconfig_api::dataplane::{ClusterRef, ClusterType};
-use fluxconfig_controller::metrics::Metrics;
-use fluxconfig_controller::run::RunConfig;
-use fluxconfig_testbed::apiserver::{self, ApiServer};
-use fluxconfig_testbed::azcli::{self, FluxArgs};
-use fluxconfig_testbed::dataplane::{self, Dataplane, DataplaneConfig};
-use fluxconfig_testbed::{fixtures, fluxsim};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::PostParams;
-use kube::{Api, Client};
+use fluxconfig_testbed::system::{self, Component, Options};
 use serde_json::Value;
-use tokio::sync::watch;
 
 const DEADLINE: Duration = Duration::from_secs(40);
 const TOKEN: &str = "s3cr3t-cluster-token-for-prometheus";
@@ -34,12 +22,6 @@ fn prometheus_bin() -> String {
 
 fn promtool_bin() -> String {
     std::env::var("PROMTOOL").unwrap_or_else(|_| "/usr/bin/promtool".into())
-}
-
-#[derive(Parser)]
-struct Az {
-    #[command(flatten)]
-    flux: FluxArgs,
 }
 
 /// A loopback address nobody listens on right now.
@@ -66,157 +48,57 @@ where
     }
 }
 
+/// The shared system with its controller and agent running, metrics on known ports.
 struct System {
-    server: ApiServer,
-    dataplane: Dataplane,
-    sim: fluxsim::Simulator,
-    stop: watch::Sender<bool>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-    repo: fixtures::TutorialRepo,
-    dir: tempfile::TempDir,
+    system: system::System,
+    controller: Component,
+    agent: Component,
     controller_metrics: SocketAddr,
     agent_metrics: SocketAddr,
 }
 
+impl Deref for System {
+    type Target = system::System;
+    fn deref(&self) -> &system::System {
+        &self.system
+    }
+}
+
 impl System {
     async fn start() -> System {
-        let server = apiserver::start(apiserver::Config::default())
-            .await
-            .expect("emulator");
-        let client = server.client().await.expect("client");
-        fluxsim::install_flux_crds(&client)
-            .await
-            .expect("flux CRDs");
-        install_fluxconfig_crd(&client).await;
-        let dir = tempfile::tempdir().expect("tempdir");
-        let repo = fixtures::tutorial_repo(&dir.path().join("repo")).expect("fixture");
-        let mut sim_config = fluxsim::SimConfig::default();
-        sim_config
-            .git_url_map
-            .insert(repo.url.clone(), repo.path.clone());
-        let sim = fluxsim::start(client.clone(), sim_config)
-            .await
-            .expect("simulator");
-        let dataplane = dataplane::start(DataplaneConfig::new(
-            "127.0.0.1:0".parse().unwrap(),
-            dir.path().join("dataplane-state.json"),
-            TOKEN,
-        ))
+        let system = system::System::start(Options {
+            token: TOKEN.into(),
+            ..Options::default()
+        })
         .await
-        .expect("data plane");
-        let ca_file = dir.path().join("dataplane-ca.crt");
-        std::fs::write(&ca_file, dataplane.ca_pem().expect("TLS data plane")).unwrap();
-
+        .expect("system");
         let controller_metrics = free_addr();
         let agent_metrics = free_addr();
-        let (stop, stop_rx) = watch::channel(false);
-        let mut tasks = Vec::new();
-        let controller = RunConfig {
-            metrics_addr: controller_metrics,
-            lease: None,
-            concurrency: 4,
-            identity: "controller".into(),
-        };
-        let (c, rx) = (client.clone(), stop_rx.clone());
-        tasks.push(tokio::spawn(async move {
-            let metrics = std::sync::Arc::new(Metrics::new().expect("metrics"));
-            fluxconfig_controller::run::run(c, controller, metrics, rx)
-                .await
-                .expect("controller");
-        }));
-        let mut agent = AgentConfig::new(
-            dataplane.url().parse().unwrap(),
-            ClusterRef {
-                subscription_id: azcli::DEFAULT_SUBSCRIPTION.to_string(),
-                resource_group: "flux-demo-rg".into(),
-                cluster_type: ClusterType::ConnectedClusters,
-                cluster_name: "flux-demo-arc".into(),
-            },
-            TokenSource::Static(TOKEN.into()),
-        );
-        agent.ca_file = Some(ca_file);
+        let mut controller = system.controller_config();
+        controller.metrics_addr = controller_metrics;
+        let controller = system.start_controller(controller);
+        let mut agent = system.agent_config().expect("agent config");
         agent.metrics_addr = agent_metrics;
         agent.long_poll = Some(Duration::from_secs(10));
         agent.report_interval = Duration::from_secs(5);
-        let (c, rx) = (client.clone(), stop_rx);
-        tasks.push(tokio::spawn(async move {
-            fluxconfig_agent::run::run(c, agent, rx)
-                .await
-                .expect("agent");
-        }));
+        let agent = system.start_agent(agent);
         System {
-            server,
-            dataplane,
-            sim,
-            stop,
-            tasks,
-            repo,
-            dir,
+            system,
+            controller,
+            agent,
             controller_metrics,
             agent_metrics,
         }
     }
 
-    /// `testbed flux <args…>` against this system's data plane.
-    async fn az(&self, args: &[&str]) -> Result<Option<Value>, azcli::Error> {
-        let ca = self.dir.path().join("dataplane-ca.crt");
-        let mut argv: Vec<String> = vec!["testbed".into()];
-        argv.extend(args.iter().map(|a| a.to_string()));
-        argv.extend(
-            [
-                "--dataplane",
-                self.dataplane.url(),
-                "--token",
-                TOKEN,
-                "--ca-file",
-                ca.to_str().unwrap(),
-                "-g",
-                "flux-demo-rg",
-                "-c",
-                "flux-demo-arc",
-                "-t",
-                "connectedClusters",
-            ]
-            .iter()
-            .map(|a| a.to_string()),
-        );
-        azcli::execute(Az::try_parse_from(argv).expect("az arguments").flux).await
-    }
-
     async fn shutdown(self) {
-        let _ = self.stop.send(true);
-        for t in self.tasks {
-            let _ = tokio::time::timeout(DEADLINE, t).await;
-        }
-        self.sim.shutdown().await;
-        self.dataplane.shutdown().await;
-        self.server.shutdown().await;
-    }
-}
-
-async fn install_fluxconfig_crd(client: &Client) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join(fluxconfig_api::crdgen::CRD_PATH);
-    let crd: CustomResourceDefinition =
-        serde_saphyr::from_str(&std::fs::read_to_string(path).unwrap()).expect("CRD YAML");
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    api.create(&PostParams::default(), &crd).await.unwrap();
-    eventually("FluxConfig CRD established", || async {
-        let established = api
-            .get("fluxconfigs.clusterconfig.azure.com")
+        self.agent.shutdown().await.expect("agent stops cleanly");
+        self.controller
+            .shutdown()
             .await
-            .ok()
-            .and_then(|c| c.status?.conditions)
-            .is_some_and(|cs| {
-                cs.iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True")
-            });
-        established
-            .then_some(())
-            .ok_or_else(|| "not yet".to_string())
-    })
-    .await;
+            .expect("controller stops cleanly");
+        self.system.shutdown().await;
+    }
 }
 
 /// The Prometheus server; killed when dropped, so a failing test leaves no process behind.
@@ -375,7 +257,7 @@ async fn prometheus_scrapes_both_binaries_through_the_tutorial() {
         .build()
         .unwrap();
     let prom = Prometheus::start(
-        system.dir.path(),
+        &system.dir,
         system.controller_metrics,
         system.agent_metrics,
     );

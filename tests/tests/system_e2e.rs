@@ -2,145 +2,46 @@
 //! FluxConfig → controller → Flux (simulated) → controller status → agent report → `testbed
 //! flux show`, on the API emulator, with the data plane on TLS with its own CA.
 
+use std::ops::Deref;
 use std::time::Duration;
 
-use clap::Parser;
-use fluxconfig_agent::config::AgentConfig;
-use fluxconfig_agent::token::TokenSource;
-use fluxconfig_api::dataplane::{ClusterRef, ClusterType};
 use fluxconfig_api::flux::{GitRepository, HelmRelease, Kustomization};
 use fluxconfig_api::FluxConfig;
-use fluxconfig_controller::metrics::Metrics;
-use fluxconfig_controller::run::RunConfig;
-use fluxconfig_testbed::apiserver::{self, ApiServer};
-use fluxconfig_testbed::azcli::{self, FluxArgs};
-use fluxconfig_testbed::dataplane::{self, Dataplane, DataplaneConfig};
-use fluxconfig_testbed::{fixtures, fluxsim};
-use kube::{Api, Client};
+use fluxconfig_testbed::system::{self, Component, Options};
+use kube::Api;
 use serde_json::Value;
-use tokio::sync::watch;
 
 const DEADLINE: Duration = Duration::from_secs(45);
-const TOKEN: &str = "s3cr3t-cluster-token-for-tests";
 
-#[derive(Parser)]
-struct Az {
-    #[command(flatten)]
-    flux: FluxArgs,
+/// The shared system with its controller and agent running.
+struct System {
+    system: system::System,
+    controller: Component,
+    agent: Component,
 }
 
-struct System {
-    server: ApiServer,
-    client: Client,
-    dataplane: Dataplane,
-    sim: fluxsim::Simulator,
-    stop: watch::Sender<bool>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-    repo: fixtures::TutorialRepo,
-    dir: tempfile::TempDir,
+impl Deref for System {
+    type Target = system::System;
+    fn deref(&self) -> &system::System {
+        &self.system
+    }
 }
 
 impl System {
     async fn start() -> System {
-        let server = apiserver::start(apiserver::Config::default())
+        let system = system::System::start(Options::default())
             .await
-            .expect("emulator");
-        let client = server.client().await.expect("client");
-        fluxsim::install_flux_crds(&client)
-            .await
-            .expect("flux CRDs");
-        fluxsim::install_fluxconfig_crd(&client)
-            .await
-            .expect("FluxConfig CRD");
-        let dir = tempfile::tempdir().expect("tempdir");
-        let repo = fixtures::tutorial_repo(&dir.path().join("repo")).expect("fixture");
-        let mut sim_config = fluxsim::SimConfig::default();
-        sim_config
-            .git_url_map
-            .insert(repo.url.clone(), repo.path.clone());
-        let sim = fluxsim::start(client.clone(), sim_config)
-            .await
-            .expect("simulator");
-
-        let dataplane = dataplane::start(DataplaneConfig::new(
-            "127.0.0.1:0".parse().expect("addr"),
-            dir.path().join("dataplane-state.json"),
-            TOKEN,
-        ))
-        .await
-        .expect("data plane");
-        let ca_file = dir.path().join("dataplane-ca.crt");
-        std::fs::write(&ca_file, dataplane.ca_pem().expect("TLS data plane")).expect("CA file");
-
-        let (stop, stop_rx) = watch::channel(false);
-        let mut tasks = Vec::new();
-        let controller = RunConfig {
-            metrics_addr: "127.0.0.1:0".parse().expect("addr"),
-            lease: None,
-            concurrency: 4,
-            identity: "controller".into(),
-        };
-        let (c, rx) = (client.clone(), stop_rx.clone());
-        tasks.push(tokio::spawn(async move {
-            let metrics = std::sync::Arc::new(Metrics::new().expect("metrics"));
-            fluxconfig_controller::run::run(c, controller, metrics, rx)
-                .await
-                .expect("controller");
-        }));
-
-        let mut agent = AgentConfig::new(
-            dataplane.url().parse().expect("url"),
-            cluster(),
-            TokenSource::Static(TOKEN.into()),
-        );
-        agent.ca_file = Some(ca_file);
-        agent.metrics_addr = "127.0.0.1:0".parse().expect("addr");
+            .expect("system");
+        let controller = system.start_controller(system.controller_config());
+        let mut agent = system.agent_config().expect("agent config");
         agent.long_poll = Some(Duration::from_secs(10));
         agent.report_interval = Duration::from_secs(5);
-        let (c, rx) = (client.clone(), stop_rx);
-        tasks.push(tokio::spawn(async move {
-            fluxconfig_agent::run::run(c, agent, rx)
-                .await
-                .expect("agent");
-        }));
-
+        let agent = system.start_agent(agent);
         System {
-            server,
-            client,
-            dataplane,
-            sim,
-            stop,
-            tasks,
-            repo,
-            dir,
+            system,
+            controller,
+            agent,
         }
-    }
-
-    /// `testbed flux <args…>` against this system's data plane.
-    async fn az(&self, args: &[&str]) -> Result<Option<Value>, azcli::Error> {
-        let ca = self.dir.path().join("dataplane-ca.crt");
-        let mut argv: Vec<String> = vec!["testbed".into()];
-        argv.extend(args.iter().map(|a| a.to_string()));
-        argv.extend(
-            [
-                "--dataplane",
-                self.dataplane.url(),
-                "--token",
-                TOKEN,
-                "--ca-file",
-                ca.to_str().expect("path"),
-                "-g",
-                "flux-demo-rg",
-                "-c",
-                "flux-demo-arc",
-                "-t",
-                "connectedClusters",
-            ]
-            .iter()
-            .map(|a| a.to_string()),
-        );
-        let az = Az::try_parse_from(argv).expect("az arguments");
-        azcli::execute(az.flux).await
     }
 
     async fn show(&self, name: &str) -> Option<Value> {
@@ -148,22 +49,12 @@ impl System {
     }
 
     async fn shutdown(self) {
-        let _ = self.stop.send(true);
-        for t in self.tasks {
-            let _ = tokio::time::timeout(DEADLINE, t).await;
-        }
-        self.sim.shutdown().await;
-        self.dataplane.shutdown().await;
-        self.server.shutdown().await;
-    }
-}
-
-fn cluster() -> ClusterRef {
-    ClusterRef {
-        subscription_id: azcli::DEFAULT_SUBSCRIPTION.to_string(),
-        resource_group: "flux-demo-rg".into(),
-        cluster_type: ClusterType::ConnectedClusters,
-        cluster_name: "flux-demo-arc".into(),
+        self.agent.shutdown().await.expect("agent stops cleanly");
+        self.controller
+            .shutdown()
+            .await
+            .expect("controller stops cleanly");
+        self.system.shutdown().await;
     }
 }
 

@@ -7,47 +7,38 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::Parser;
 use fluxconfig_agent::config::AgentConfig;
-use fluxconfig_agent::token::TokenSource;
-use fluxconfig_api::dataplane::{ClusterRef, ClusterType};
+use fluxconfig_api::dataplane::ClusterRef;
 use fluxconfig_api::FluxConfig;
-use fluxconfig_controller::metrics::Metrics;
-use fluxconfig_controller::run::RunConfig;
-use fluxconfig_testbed::apiserver::{self, ApiServer};
-use fluxconfig_testbed::azcli::{self, FluxArgs};
-use fluxconfig_testbed::dataplane::{self, Dataplane, DataplaneConfig};
-use fluxconfig_testbed::{fixtures, fluxsim};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::PostParams;
-use kube::{Api, Client, ResourceExt};
+use fluxconfig_testbed::system::{self, Component, Options};
+use kube::{Api, ResourceExt};
 use serde_json::Value;
-use tokio::sync::watch;
 
 pub const DEADLINE: Duration = Duration::from_secs(45);
 pub const TOKEN: &str = "s3cr3t-cluster-token-for-tests";
 
-#[derive(Parser)]
-struct Az {
-    #[command(flatten)]
-    flux: FluxArgs,
-}
-
-/// An agent running as a task of the test process.
+/// An agent running as a task of the test process, metrics on a known port.
 pub struct Agent {
-    pub task: tokio::task::JoinHandle<()>,
-    pub stop: watch::Sender<bool>,
+    component: Component,
     pub metrics_addr: SocketAddr,
 }
 
 impl Agent {
     /// Graceful stop, as on SIGTERM.
     pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
-        let _ = tokio::time::timeout(DEADLINE, self.task).await;
+        self.component
+            .shutdown()
+            .await
+            .expect("agent stops cleanly");
+    }
+
+    /// No graceful step, as on SIGKILL.
+    pub async fn kill(self) {
+        self.component.kill().await;
     }
 
     pub async fn metrics(&self) -> Option<String> {
@@ -61,90 +52,42 @@ impl Agent {
     }
 }
 
+/// The shared system with the controller running; agents come and go.
 pub struct System {
-    pub server: ApiServer,
-    pub client: Client,
-    pub dataplane: Dataplane,
-    pub sim: fluxsim::Simulator,
-    stop: watch::Sender<bool>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-    pub repo: fixtures::TutorialRepo,
-    pub dir: tempfile::TempDir,
-    /// The token management calls (`az`) and the data plane use.
-    pub token: String,
+    system: system::System,
+    controller: Component,
+}
+
+impl Deref for System {
+    type Target = system::System;
+    fn deref(&self) -> &system::System {
+        &self.system
+    }
+}
+
+impl DerefMut for System {
+    fn deref_mut(&mut self) -> &mut system::System {
+        &mut self.system
+    }
 }
 
 impl System {
     /// Everything but the agent; start one with [`System::start_agent`].
     pub async fn start() -> System {
-        let server = apiserver::start(apiserver::Config::default())
-            .await
-            .expect("emulator");
-        let client = server.client().await.expect("client");
-        fluxsim::install_flux_crds(&client)
-            .await
-            .expect("flux CRDs");
-        install_fluxconfig_crd(&client).await;
-        let dir = tempfile::tempdir().expect("tempdir");
-        let repo = fixtures::tutorial_repo(&dir.path().join("repo")).expect("fixture");
-        let mut sim_config = fluxsim::SimConfig::default();
-        sim_config
-            .git_url_map
-            .insert(repo.url.clone(), repo.path.clone());
-        let sim = fluxsim::start(client.clone(), sim_config)
-            .await
-            .expect("simulator");
-
-        let dataplane = start_dataplane(dir.path(), "127.0.0.1:0".parse().expect("addr"), TOKEN)
-            .await
-            .expect("data plane");
-        std::fs::write(
-            dir.path().join("dataplane-ca.crt"),
-            dataplane.ca_pem().expect("TLS data plane"),
-        )
-        .expect("CA file");
-
-        let (stop, stop_rx) = watch::channel(false);
-        let controller = RunConfig {
-            metrics_addr: "127.0.0.1:0".parse().expect("addr"),
-            lease: None,
-            concurrency: 4,
-            identity: "controller".into(),
-        };
-        let c = client.clone();
-        let tasks = vec![tokio::spawn(async move {
-            let metrics = std::sync::Arc::new(Metrics::new().expect("metrics"));
-            fluxconfig_controller::run::run(c, controller, metrics, stop_rx)
-                .await
-                .expect("controller");
-        })];
-
-        System {
-            server,
-            client,
-            dataplane,
-            sim,
-            stop,
-            tasks,
-            repo,
-            dir,
-            token: TOKEN.to_string(),
-        }
-    }
-
-    pub fn ca_file(&self) -> PathBuf {
-        self.dir.path().join("dataplane-ca.crt")
+        let system = system::System::start(Options {
+            token: TOKEN.into(),
+            ..Options::default()
+        })
+        .await
+        .expect("system");
+        let controller = system.start_controller(system.controller_config());
+        System { system, controller }
     }
 
     /// The agent configuration of `system_e2e.rs` with a fixed metrics port (so tests can
     /// scrape it) and a short backoff cap.
     pub fn agent_config(&self) -> AgentConfig {
-        let mut agent = AgentConfig::new(
-            self.dataplane.url().parse().expect("url"),
-            cluster(),
-            TokenSource::Static(self.token.clone()),
-        );
-        agent.ca_file = Some(self.ca_file());
+        let mut agent = self.system.agent_config().expect("agent config");
         agent.metrics_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
         agent.long_poll = Some(Duration::from_secs(10));
         agent.report_interval = Duration::from_secs(5);
@@ -154,21 +97,14 @@ impl System {
 
     /// Starts an agent and waits until its metrics endpoint answers.
     pub async fn start_agent(&self, config: AgentConfig) -> Agent {
-        let (stop, rx) = watch::channel(false);
         let metrics_addr = config.metrics_addr;
-        let client = self.client.clone();
-        let task = tokio::spawn(async move {
-            fluxconfig_agent::run::run(client, config, rx)
-                .await
-                .expect("agent");
-        });
+        let component = self.system.start_agent(config);
         eventually("agent metrics served", || async {
             scrape(metrics_addr).await.is_some()
         })
         .await;
         Agent {
-            task,
-            stop,
+            component,
             metrics_addr,
         }
     }
@@ -176,52 +112,15 @@ impl System {
     /// Stops the data plane and serves the same state on the same port, with the same CA,
     /// accepting only `token` from now on.
     pub async fn restart_dataplane(&mut self, token: &str) {
-        let addr = self.dataplane.addr();
-        let placeholder =
-            start_dataplane(self.dir.path(), "127.0.0.1:0".parse().expect("addr"), token)
-                .await
-                .expect("placeholder data plane");
-        let old = std::mem::replace(&mut self.dataplane, placeholder);
-        old.shutdown().await;
-        // The placeholder shares the state file; replace it by one on the old port.
-        let started = tokio::time::Instant::now();
-        let fresh = loop {
-            match start_dataplane(self.dir.path(), addr, token).await {
-                Ok(d) => break d,
-                Err(e) => assert!(started.elapsed() < DEADLINE, "rebinding {addr}: {e}"),
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
-        let placeholder = std::mem::replace(&mut self.dataplane, fresh);
-        placeholder.shutdown().await;
-        self.token = token.to_string();
+        self.system
+            .restart_dataplane(token)
+            .await
+            .expect("data plane restarts");
     }
 
     /// `testbed flux <args…>` against this system's data plane.
-    pub async fn az(&self, args: &[&str]) -> Result<Option<Value>, azcli::Error> {
-        let ca = self.ca_file();
-        let mut argv: Vec<String> = vec!["testbed".into()];
-        argv.extend(args.iter().map(|a| a.to_string()));
-        argv.extend(
-            [
-                "--dataplane",
-                self.dataplane.url(),
-                "--token",
-                &self.token,
-                "--ca-file",
-                ca.to_str().expect("path"),
-                "-g",
-                "flux-demo-rg",
-                "-c",
-                "flux-demo-arc",
-                "-t",
-                "connectedClusters",
-            ]
-            .iter()
-            .map(|a| a.to_string()),
-        );
-        let az = Az::try_parse_from(argv).expect("az arguments");
-        azcli::execute(az.flux).await
+    pub async fn az(&self, args: &[&str]) -> Result<Option<Value>, system::Error> {
+        self.system.az(args).await
     }
 
     pub async fn show(&self, name: &str) -> Option<Value> {
@@ -280,34 +179,16 @@ impl System {
     }
 
     pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
-        for t in self.tasks {
-            let _ = tokio::time::timeout(DEADLINE, t).await;
-        }
-        self.sim.shutdown().await;
-        self.dataplane.shutdown().await;
-        self.server.shutdown().await;
+        self.controller
+            .shutdown()
+            .await
+            .expect("controller stops cleanly");
+        self.system.shutdown().await;
     }
-}
-
-async fn start_dataplane(
-    dir: &Path,
-    listen: SocketAddr,
-    token: &str,
-) -> Result<Dataplane, dataplane::Error> {
-    let mut config = DataplaneConfig::new(listen, dir.join("dataplane-state.json"), token);
-    // Keeps the CA key, so a restarted data plane is trusted by the same CA file.
-    config.tls_dir = Some(dir.join("dataplane-tls"));
-    dataplane::start(config).await
 }
 
 pub fn cluster() -> ClusterRef {
-    ClusterRef {
-        subscription_id: azcli::DEFAULT_SUBSCRIPTION.to_string(),
-        resource_group: "flux-demo-rg".into(),
-        cluster_type: ClusterType::ConnectedClusters,
-        cluster_name: "flux-demo-arc".into(),
-    }
+    system::tutorial_cluster()
 }
 
 /// A port that was free a moment ago (binding port 0 and letting it go).
@@ -352,30 +233,6 @@ pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
                 .flatten()
         })
         .reduce(|a, b| a + b)
-}
-
-async fn install_fluxconfig_crd(client: &Client) {
-    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join(fluxconfig_api::crdgen::CRD_PATH);
-    let text = std::fs::read_to_string(path).expect("CRD file");
-    let crd: CustomResourceDefinition = serde_saphyr::from_str(&text).expect("CRD YAML");
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    api.create(&PostParams::default(), &crd)
-        .await
-        .expect("create CRD");
-    eventually("FluxConfig CRD established", || async {
-        api.get("fluxconfigs.clusterconfig.azure.com")
-            .await
-            .ok()
-            .and_then(|c| c.status)
-            .and_then(|s| s.conditions)
-            .is_some_and(|cs| {
-                cs.iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True")
-            })
-    })
-    .await;
 }
 
 pub async fn eventually<F, Fut>(what: &str, check: F)
