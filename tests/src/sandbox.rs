@@ -43,7 +43,10 @@ pub async fn up(args: UpArgs) -> Result<(), Error> {
     })
     .await?;
     let kubeconfig = system.kubeconfig()?;
-    say(&format!("Kubernetes API emulator on {}", system.server.url()));
+    say(&format!(
+        "Kubernetes API emulator on {}",
+        system.server.url()
+    ));
     say(&format!(
         "Flux simulator serving {} from {}",
         system.repo.url,

@@ -256,11 +256,7 @@ async fn prometheus_scrapes_both_binaries_through_the_tutorial() {
         .timeout(Duration::from_secs(5))
         .build()
         .unwrap();
-    let prom = Prometheus::start(
-        &system.dir,
-        system.controller_metrics,
-        system.agent_metrics,
-    );
+    let prom = Prometheus::start(&system.dir, system.controller_metrics, system.agent_metrics);
 
     let args = [
         "create",
