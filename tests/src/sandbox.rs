@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::system::{self, Options, System};
+use crate::system::{self, Options, Running, System};
 
 #[derive(clap::Args, Debug)]
 pub struct UpArgs {
@@ -36,11 +36,15 @@ pub enum Error {
 
 /// Runs the sandbox; with `once`, returns after the tutorial configuration became Compliant.
 pub async fn up(args: UpArgs) -> Result<(), Error> {
-    let system = System::start(Options {
-        dir: args.dir.clone(),
-        token: uuid::Uuid::new_v4().to_string(),
-        ..Options::default()
-    })
+    let system = Running::start(
+        Options {
+            dir: args.dir.clone(),
+            token: uuid::Uuid::new_v4().to_string(),
+            ..Options::default()
+        },
+        |controller| controller.identity = "sandbox-controller".into(),
+        |_| {},
+    )
     .await?;
     let kubeconfig = system.kubeconfig()?;
     say(&format!(
@@ -56,38 +60,10 @@ pub async fn up(args: UpArgs) -> Result<(), Error> {
         "Azure data plane (TLS, own CA) on {}",
         system.dataplane.url()
     ));
-
-    let mut controller = system.controller_config();
-    controller.identity = "sandbox-controller".into();
-    let controller = system.start_controller(controller);
-    let agent = system.start_agent(system.agent_config()?);
     say("fluxconfig-controller and fluxconfig-agent running");
 
     say("az k8s-configuration flux create -g flux-demo-rg -c flux-demo-arc -t connectedClusters -n cluster-config --namespace cluster-config --scope cluster -u https://github.com/Azure/gitops-flux2-kustomize-helm-mt --branch main --kustomization name=infra path=./infrastructure prune=true --kustomization name=apps path=./apps/staging prune=true dependsOn=[\"infra\"]");
-    system
-        .az(&[
-            "create",
-            "-n",
-            "cluster-config",
-            "--namespace",
-            "cluster-config",
-            "--scope",
-            "cluster",
-            "-u",
-            &system.repo.url,
-            "--branch",
-            "main",
-            "--kustomization",
-            "name=infra",
-            "path=./infrastructure",
-            "prune=true",
-            "--kustomization",
-            "name=apps",
-            "path=./apps/staging",
-            "prune=true",
-            "dependsOn=[\"infra\"]",
-        ])
-        .await?;
+    system.create_tutorial().await?;
 
     let outcome = follow_until_compliant(&system, Duration::from_secs(args.timeout_secs)).await;
     if outcome.is_ok() {
@@ -102,12 +78,9 @@ pub async fn up(args: UpArgs) -> Result<(), Error> {
     }
 
     say("Stopping");
-    for (name, component) in [("controller", controller), ("agent", agent)] {
-        if let Err(e) = component.shutdown().await {
-            eprintln!("{name} stopped: {e}");
-        }
+    if let Err(e) = system.shutdown().await {
+        eprintln!("{e}");
     }
-    system.shutdown().await;
     outcome
 }
 

@@ -267,6 +267,35 @@ impl System {
         Ok(azcli::execute(az.flux).await?)
     }
 
+    /// The Azure tutorial's `az k8s-configuration flux create`, pointed at the fixture
+    /// repository: configuration `cluster-config`, cluster scope, kustomizations `infra` and
+    /// `apps` (which depends on `infra`).
+    pub async fn create_tutorial(&self) -> Result<Option<Value>, Error> {
+        self.az(&[
+            "create",
+            "-n",
+            "cluster-config",
+            "--namespace",
+            "cluster-config",
+            "--scope",
+            "cluster",
+            "-u",
+            &self.repo.url,
+            "--branch",
+            "main",
+            "--kustomization",
+            "name=infra",
+            "path=./infrastructure",
+            "prune=true",
+            "--kustomization",
+            "name=apps",
+            "path=./apps/staging",
+            "prune=true",
+            "dependsOn=[\"infra\"]",
+        ])
+        .await
+    }
+
     /// Stops the data plane and serves the same state on the same port with the same CA,
     /// accepting only `token` from then on.
     pub async fn restart_dataplane(&mut self, token: &str) -> Result<(), Error> {
@@ -299,6 +328,51 @@ impl System {
         }
         self.dataplane.shutdown().await;
         self.server.shutdown().await;
+    }
+}
+
+/// The system with one controller and one agent running.
+pub struct Running {
+    pub system: System,
+    pub controller: Component,
+    pub agent: Component,
+}
+
+impl Running {
+    /// Starts the system, then the controller and the agent with their default configurations
+    /// as changed by `controller` and `agent`.
+    pub async fn start(
+        options: Options,
+        controller: impl FnOnce(&mut RunConfig),
+        agent: impl FnOnce(&mut AgentConfig),
+    ) -> Result<Running, Error> {
+        let system = System::start(options).await?;
+        let mut controller_config = system.controller_config();
+        controller(&mut controller_config);
+        let mut agent_config = system.agent_config()?;
+        agent(&mut agent_config);
+        Ok(Running {
+            controller: system.start_controller(controller_config),
+            agent: system.start_agent(agent_config),
+            system,
+        })
+    }
+
+    /// Stops the agent, then the controller, gracefully, then the rest; the error names the
+    /// component that did not stop cleanly.
+    pub async fn shutdown(self) -> Result<(), String> {
+        let agent = self.agent.shutdown().await;
+        let controller = self.controller.shutdown().await;
+        self.system.shutdown().await;
+        agent.map_err(|e| format!("agent: {e}"))?;
+        controller.map_err(|e| format!("controller: {e}"))
+    }
+}
+
+impl std::ops::Deref for Running {
+    type Target = System;
+    fn deref(&self) -> &System {
+        &self.system
     }
 }
 

@@ -5,12 +5,11 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use fluxconfig_testbed::system::{self, Component, Options};
+use fluxconfig_testbed::system::{Options, Running};
 use serde_json::Value;
 
 const DEADLINE: Duration = Duration::from_secs(40);
@@ -45,59 +44,6 @@ where
             ),
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// The shared system with its controller and agent running, metrics on known ports.
-struct System {
-    system: system::System,
-    controller: Component,
-    agent: Component,
-    controller_metrics: SocketAddr,
-    agent_metrics: SocketAddr,
-}
-
-impl Deref for System {
-    type Target = system::System;
-    fn deref(&self) -> &system::System {
-        &self.system
-    }
-}
-
-impl System {
-    async fn start() -> System {
-        let system = system::System::start(Options {
-            token: TOKEN.into(),
-            ..Options::default()
-        })
-        .await
-        .expect("system");
-        let controller_metrics = free_addr();
-        let agent_metrics = free_addr();
-        let mut controller = system.controller_config();
-        controller.metrics_addr = controller_metrics;
-        let controller = system.start_controller(controller);
-        let mut agent = system.agent_config().expect("agent config");
-        agent.metrics_addr = agent_metrics;
-        agent.long_poll = Some(Duration::from_secs(10));
-        agent.report_interval = Duration::from_secs(5);
-        let agent = system.start_agent(agent);
-        System {
-            system,
-            controller,
-            agent,
-            controller_metrics,
-            agent_metrics,
-        }
-    }
-
-    async fn shutdown(self) {
-        self.agent.shutdown().await.expect("agent stops cleanly");
-        self.controller
-            .shutdown()
-            .await
-            .expect("controller stops cleanly");
-        self.system.shutdown().await;
     }
 }
 
@@ -251,36 +197,28 @@ fn promtool_reports_a_bad_exposition() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn prometheus_scrapes_both_binaries_through_the_tutorial() {
-    let system = System::start().await;
+    let controller_metrics = free_addr();
+    let agent_metrics = free_addr();
+    let system = Running::start(
+        Options {
+            token: TOKEN.into(),
+            ..Options::default()
+        },
+        |controller| controller.metrics_addr = controller_metrics,
+        |agent| {
+            agent.metrics_addr = agent_metrics;
+            agent.long_poll = Some(Duration::from_secs(10));
+            agent.report_interval = Duration::from_secs(5);
+        },
+    )
+    .await
+    .expect("system");
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()
         .unwrap();
-    let prom = Prometheus::start(&system.dir, system.controller_metrics, system.agent_metrics);
-
-    let args = [
-        "create",
-        "-n",
-        "cluster-config",
-        "--namespace",
-        "cluster-config",
-        "--scope",
-        "cluster",
-        "-u",
-        &system.repo.url,
-        "--branch",
-        "main",
-        "--kustomization",
-        "name=infra",
-        "path=./infrastructure",
-        "prune=true",
-        "--kustomization",
-        "name=apps",
-        "path=./apps/staging",
-        "prune=true",
-        "dependsOn=[\"infra\"]",
-    ];
-    system.az(&args).await.expect("flux create");
+    let prom = Prometheus::start(&system.dir, controller_metrics, agent_metrics);
+    system.create_tutorial().await.expect("flux create");
     eventually("show reports Compliant", || async {
         let shown = system.az(&["show", "-n", "cluster-config"]).await;
         match shown {
@@ -319,8 +257,8 @@ async fn prometheus_scrapes_both_binaries_through_the_tutorial() {
     jobs.sort();
     assert_eq!(jobs, ["fluxconfig-agent", "fluxconfig-controller"], "{log}");
     for (t, addr) in [
-        ("fluxconfig-controller", system.controller_metrics),
-        ("fluxconfig-agent", system.agent_metrics),
+        ("fluxconfig-controller", controller_metrics),
+        ("fluxconfig-agent", agent_metrics),
     ] {
         let target = targets.iter().find(|x| x["labels"]["job"] == t).unwrap();
         assert_eq!(target["scrapeUrl"], format!("http://{addr}/metrics"));
@@ -421,10 +359,7 @@ async fn prometheus_scrapes_both_binaries_through_the_tutorial() {
         "the not-syncing alert would fire: {alert:?}"
     );
 
-    for (name, addr) in [
-        ("controller", system.controller_metrics),
-        ("agent", system.agent_metrics),
-    ] {
+    for (name, addr) in [("controller", controller_metrics), ("agent", agent_metrics)] {
         let text = http
             .get(format!("http://{addr}/metrics"))
             .send()
@@ -438,5 +373,5 @@ async fn prometheus_scrapes_both_binaries_through_the_tutorial() {
     }
 
     drop(prom);
-    system.shutdown().await;
+    system.shutdown().await.expect("clean stop");
 }

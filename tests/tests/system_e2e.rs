@@ -2,60 +2,31 @@
 //! FluxConfig → controller → Flux (simulated) → controller status → agent report → `testbed
 //! flux show`, on the API emulator, with the data plane on TLS with its own CA.
 
-use std::ops::Deref;
 use std::time::Duration;
 
 use fluxconfig_api::flux::{GitRepository, HelmRelease, Kustomization};
 use fluxconfig_api::FluxConfig;
-use fluxconfig_testbed::system::{self, Component, Options};
+use fluxconfig_testbed::system::{Options, Running, System};
 use kube::Api;
 use serde_json::Value;
 
 const DEADLINE: Duration = Duration::from_secs(45);
 
-/// The shared system with its controller and agent running.
-struct System {
-    system: system::System,
-    controller: Component,
-    agent: Component,
+async fn start() -> Running {
+    Running::start(
+        Options::default(),
+        |_| {},
+        |agent| {
+            agent.long_poll = Some(Duration::from_secs(10));
+            agent.report_interval = Duration::from_secs(5);
+        },
+    )
+    .await
+    .expect("system")
 }
 
-impl Deref for System {
-    type Target = system::System;
-    fn deref(&self) -> &system::System {
-        &self.system
-    }
-}
-
-impl System {
-    async fn start() -> System {
-        let system = system::System::start(Options::default())
-            .await
-            .expect("system");
-        let controller = system.start_controller(system.controller_config());
-        let mut agent = system.agent_config().expect("agent config");
-        agent.long_poll = Some(Duration::from_secs(10));
-        agent.report_interval = Duration::from_secs(5);
-        let agent = system.start_agent(agent);
-        System {
-            system,
-            controller,
-            agent,
-        }
-    }
-
-    async fn show(&self, name: &str) -> Option<Value> {
-        self.az(&["show", "-n", name]).await.ok().flatten()
-    }
-
-    async fn shutdown(self) {
-        self.agent.shutdown().await.expect("agent stops cleanly");
-        self.controller
-            .shutdown()
-            .await
-            .expect("controller stops cleanly");
-        self.system.shutdown().await;
-    }
+async fn show(system: &System, name: &str) -> Option<Value> {
+    system.az(&["show", "-n", name]).await.ok().flatten()
 }
 
 async fn eventually<F, Fut>(what: &str, mut check: F)
@@ -76,50 +47,18 @@ where
     }
 }
 
-/// The Azure tutorial's command line.
-fn tutorial_create(url: &str) -> Vec<String> {
-    [
-        "create",
-        "-n",
-        "cluster-config",
-        "--namespace",
-        "cluster-config",
-        "--scope",
-        "cluster",
-        "-u",
-        url,
-        "--branch",
-        "main",
-        "--kustomization",
-        "name=infra",
-        "path=./infrastructure",
-        "prune=true",
-        "--kustomization",
-        "name=apps",
-        "path=./apps/staging",
-        "prune=true",
-        "dependsOn=[\"infra\"]",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn tutorial_through_the_data_plane_reports_compliant_and_delete_removes_everything() {
-    let system = System::start().await;
-    let args = tutorial_create(&system.repo.url);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    system.az(&args).await.expect("flux create");
+    let system = start().await;
+    system.create_tutorial().await.expect("flux create");
 
     eventually("show reports Compliant", || async {
-        system
-            .show("cluster-config")
+        show(&system, "cluster-config")
             .await
             .is_some_and(|v| v["complianceState"] == "Compliant")
     })
     .await;
-    let shown = system.show("cluster-config").await.expect("show");
+    let shown = show(&system, "cluster-config").await.expect("show");
     assert_eq!(shown["provisioningState"], "Succeeded", "{shown:#}");
     assert_eq!(
         shown["sourceSyncedCommitId"],
@@ -173,15 +112,13 @@ async fn tutorial_through_the_data_plane_reports_compliant_and_delete_removes_ev
         matches!((g, k, h), (Ok(0), Ok(0), Ok(0)))
     })
     .await;
-    system.shutdown().await;
+    system.shutdown().await.expect("clean stop");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_malformed_configuration_fails_alone_with_a_clear_error() {
-    let system = System::start().await;
-    let args = tutorial_create(&system.repo.url);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    system.az(&args).await.expect("flux create");
+    let system = start().await;
+    system.create_tutorial().await.expect("flux create");
     // A dependency on a kustomization that does not exist.
     system
         .az(&[
@@ -203,24 +140,22 @@ async fn a_malformed_configuration_fails_alone_with_a_clear_error() {
         .expect("flux create broken");
 
     eventually("broken reported Failed", || async {
-        system
-            .show("broken")
+        show(&system, "broken")
             .await
             .is_some_and(|v| v["provisioningState"] == "Failed")
     })
     .await;
-    let broken = system.show("broken").await.expect("show");
+    let broken = show(&system, "broken").await.expect("show");
     let message = broken["errorMessage"].as_str().unwrap_or_default();
     assert!(
         message.contains("dependsOn[0]") && message.contains("infr"),
         "clear, field-named error: {broken:#}"
     );
     eventually("the good one is Compliant", || async {
-        system
-            .show("cluster-config")
+        show(&system, "cluster-config")
             .await
             .is_some_and(|v| v["complianceState"] == "Compliant")
     })
     .await;
-    system.shutdown().await;
+    system.shutdown().await.expect("clean stop");
 }
