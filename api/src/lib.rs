@@ -5,6 +5,7 @@ pub mod crdgen;
 pub mod dataplane;
 pub mod flux;
 pub mod fluxconfig;
+pub mod kustomization_flag;
 pub mod labels;
 pub mod protected;
 pub mod validation;

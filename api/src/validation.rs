@@ -386,8 +386,10 @@ fn check_source_intervals(
     );
 }
 
-/// Lenient base64: Azure users paste wrapped or unpadded output of various tools.
-fn decode_base64(value: &str) -> Option<Vec<u8>> {
+/// Lenient base64: Azure users paste wrapped or unpadded output of various tools. Public so the
+/// controller decodes exactly what validation let through (a stricter decoder there failed
+/// translation of valid configurations; found by the `fluxconfig_spec` fuzz target).
+pub fn decode_base64(value: &str) -> Option<Vec<u8>> {
     use base64::engine::{
         general_purpose, DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig,
     };

@@ -7,7 +7,6 @@
 
 use std::collections::BTreeMap;
 
-use base64::Engine;
 use fluxconfig_api::flux::{
     Bucket, BucketSpec, CrossNamespaceSourceReference, DependencyReference, GitRepository,
     GitRepositoryRef, GitRepositorySpec, Kustomization, KustomizationSpec, LocalObjectReference,
@@ -659,12 +658,11 @@ fn strip_scheme(url: &str) -> String {
     rest.trim_end_matches('/').to_string()
 }
 
+/// The decoder validation uses: whatever it accepted must translate.
 fn decode_base64(value: &str, field: &str) -> Result<Vec<u8>, TranslateError> {
-    base64::engine::general_purpose::STANDARD
-        .decode(value.trim())
-        .map_err(|_| TranslateError::Base64 {
-            field: field.to_string(),
-        })
+    validation::decode_base64(value).ok_or_else(|| TranslateError::Base64 {
+        field: field.to_string(),
+    })
 }
 
 #[cfg(test)]
@@ -941,5 +939,35 @@ mod tests {
                 .contains("spec.kustomizations.apps.dependsOn[0]"),
             "{err}"
         );
+    }
+
+    /// Found by the `fluxconfig_spec` fuzz target: validation decodes base64 leniently (wrapped,
+    /// unpadded, URL-safe), translation used to decode strictly and failed a valid configuration.
+    #[test]
+    fn base64_that_validates_translates() {
+        let pem = "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIU\n-----END CERTIFICATE-----\n";
+        // The fuzzer's input: a URL-safe '-' where standard base64 has '+'.
+        let url_safe = "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCk1JSUJzekNDQVZtZ0F-SUJBZ0lVCi0tLS0tRU5EIENFUlRJRklDQVRFLS0tLS0K";
+        let spec = json!({
+            "sourceKind": "OCIRepository",
+            "ociRepository": {"url": "oci://ghcr.io/org/manifests", "repositoryRef": {"tag": "v1"},
+                              "tlsConfig": {"caCertificate": url_safe}},
+            "kustomizations": {"apps": {"path": "./deploy"}}
+        });
+        let objects = translate(&config(spec), &settings(&[])).expect("valid");
+        let ca = &objects.secrets[0].data.as_ref().expect("data")["ca.crt"].0;
+        assert!(ca.starts_with(b"-----BEGIN CERTIFICATE-----"));
+
+        let standard = "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCk1JSUJzekNDQVZtZ0F3SUJBZ0lVCi0tLS0tRU5EIENFUlRJRklDQVRFLS0tLS0K";
+        let wrapped = format!(
+            "{}\n{}",
+            &standard[..40],
+            standard[40..].trim_end_matches('=')
+        );
+        let mut spec = tutorial();
+        spec["gitRepository"]["httpsCACert"] = json!(wrapped);
+        let objects = translate(&config(spec), &settings(&[])).expect("valid");
+        let data = objects.secrets[0].data.as_ref().expect("data");
+        assert_eq!(data["ca.crt"].0, pem.as_bytes());
     }
 }
