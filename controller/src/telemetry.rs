@@ -29,5 +29,9 @@ pub fn init(level: LogLevel) {
         .with_span_list(false)
         .with_target(false)
         .with_env_filter(filter)
+        // A log line that cannot be written (stdout on a full disk) is dropped. The default
+        // reports it with `eprintln!`, which panics when stderr fails too and took the whole
+        // process down at its first log line.
+        .log_internal_errors(false)
         .try_init();
 }

@@ -12,116 +12,15 @@
 
 mod fault_common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use fault_common::within;
+use fault_common::process::{self, free_port, healthz, Proc};
+use fault_common::{within, Bed, TOKEN};
 use fluxconfig_testbed::apiserver;
 
 const STARTUP_LIMIT: Duration = Duration::from_secs(45);
-
-/// `<target>/debug`, after building both binaries once per test process.
-fn bin_dir() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let status = Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "-q",
-                "-p",
-                "fluxconfig-agent",
-                "-p",
-                "fluxconfig-controller",
-            ])
-            .status()
-            .expect("cargo build");
-        assert!(status.success(), "building the binaries");
-        let exe = std::env::current_exe().expect("current exe");
-        // <target>/debug/deps/<test> → <target>/debug
-        exe.parent()
-            .and_then(Path::parent)
-            .expect("target dir")
-            .to_path_buf()
-    })
-}
-
-struct Proc {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Proc {
-    fn start(dir: &Path, bin: &str, args: &[String], kubeconfig: &Path) -> Proc {
-        let log = dir.join(format!("{bin}-{}.log", fastrand::u32(..)));
-        let out = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(bin_dir().join(bin))
-            .args(args)
-            .env("KUBECONFIG", kubeconfig)
-            .env_remove("HTTPS_PROXY")
-            .env_remove("HTTP_PROXY")
-            .env_remove("RUST_LOG")
-            .env("NO_PROXY", "*")
-            .stdout(out.try_clone().expect("log"))
-            .stderr(out)
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("spawn");
-        Proc { child, log }
-    }
-
-    fn output(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// The exit status if the process ends within `limit`.
-    fn exited_within(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
-        let started = Instant::now();
-        while started.elapsed() < limit {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        None
-    }
-
-    /// Asserts a startup failure: non-zero exit and every one of `words` in the output.
-    fn assert_fails_naming(&mut self, case: &str, words: &[&str]) {
-        let status = self
-            .exited_within(STARTUP_LIMIT)
-            .unwrap_or_else(|| panic!("{case}: still running; output:\n{}", self.output()));
-        let out = self.output();
-        assert!(!status.success(), "{case}: exited with success\n{out}");
-        for w in words {
-            assert!(
-                out.contains(w),
-                "{case}: output does not name {w:?}:\n{out}"
-            );
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Status code of `GET /healthz`, `None` when nothing answers.
-fn healthz(port: u16) -> Option<u16> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .ok()?;
-    let mut buf = String::new();
-    let _ = s.read_to_string(&mut buf);
-    buf.split_whitespace().nth(1)?.parse().ok()
-}
 
 /// Keeps running and answering `/healthz` 200 for a few seconds while degraded, with every one
 /// of `words` in its log.
@@ -157,11 +56,6 @@ async fn assert_degraded_but_serving(p: &mut Proc, port: u16, case: &str, words:
     }
 }
 
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
-
 /// A port nothing listens on.
 fn closed_port() -> u16 {
     free_port()
@@ -173,31 +67,7 @@ fn agent_args(
     ca_file: Option<&Path>,
     port: u16,
 ) -> Vec<String> {
-    let mut args: Vec<String> = [
-        "run",
-        "--dataplane-url",
-        dataplane,
-        "--subscription-id",
-        "00000000-0000-0000-0000-000000000000",
-        "--resource-group",
-        "rg",
-        "--cluster-type",
-        "connectedClusters",
-        "--cluster-name",
-        "c",
-        "--metrics-addr",
-        &format!("127.0.0.1:{port}"),
-        "--token-file",
-        token_file.to_str().expect("path"),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    if let Some(ca) = ca_file {
-        args.push("--ca-file".into());
-        args.push(ca.to_str().expect("path").into());
-    }
-    args
+    process::agent_args(dataplane, token_file, ca_file, &format!("127.0.0.1:{port}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -220,7 +90,7 @@ async fn agent_startup_configuration_errors_exit_naming_the_file() {
         &agent_args(&dp, &token, Some(&bad_ca), free_port()),
         &kubeconfig,
     );
-    p.assert_fails_naming("bad CA file", &[bad_ca.to_str().unwrap()]);
+    p.assert_fails_naming(STARTUP_LIMIT, "bad CA file", &[bad_ca.to_str().unwrap()]);
 
     let missing_ca = dir.path().join("no-such-ca.crt");
     let mut p = Proc::start(
@@ -229,7 +99,11 @@ async fn agent_startup_configuration_errors_exit_naming_the_file() {
         &agent_args(&dp, &token, Some(&missing_ca), free_port()),
         &kubeconfig,
     );
-    p.assert_fails_naming("missing CA file", &[missing_ca.to_str().unwrap()]);
+    p.assert_fails_naming(
+        STARTUP_LIMIT,
+        "missing CA file",
+        &[missing_ca.to_str().unwrap()],
+    );
 
     let no_kubeconfig = dir.path().join("no-such-kubeconfig");
     let mut p = Proc::start(
@@ -238,7 +112,11 @@ async fn agent_startup_configuration_errors_exit_naming_the_file() {
         &agent_args(&dp, &token, None, free_port()),
         &no_kubeconfig,
     );
-    p.assert_fails_naming("missing KUBECONFIG", &[no_kubeconfig.to_str().unwrap()]);
+    p.assert_fails_naming(
+        STARTUP_LIMIT,
+        "missing KUBECONFIG",
+        &[no_kubeconfig.to_str().unwrap()],
+    );
 
     server.shutdown().await;
 }
@@ -325,7 +203,11 @@ async fn controller_bad_kubeconfig_exits_and_unreachable_api_keeps_serving_healt
         &args(free_port()),
         &no_kubeconfig,
     );
-    p.assert_fails_naming("missing KUBECONFIG", &[no_kubeconfig.to_str().unwrap()]);
+    p.assert_fails_naming(
+        STARTUP_LIMIT,
+        "missing KUBECONFIG",
+        &[no_kubeconfig.to_str().unwrap()],
+    );
 
     // A kubeconfig of an API server that has gone away.
     let server = apiserver::start(apiserver::Config::default())
@@ -349,4 +231,214 @@ async fn controller_bad_kubeconfig_exits_and_unreachable_api_keeps_serving_healt
         &[&api.to_string(), "Connect"],
     )
     .await;
+}
+
+/// Both processes with stdout and stderr on `/dev/full`, as on a node whose disk holding the
+/// container logs is full: every log line fails to be written. Logging must neither panic nor
+/// stop the work: both keep serving `/healthz`, and the agent still writes FluxConfigs and the
+/// controller still applies their Flux objects, for configurations added before and after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_full_for_logs_neither_stops_the_work_nor_health() {
+    let bed = Bed::start(false).await;
+    let mut desired: BTreeSet<String> = ["full-0".to_string()].into();
+    bed.put_simple("full-0").await;
+    let (agent_port, controller_port) = (free_port(), free_port());
+    let full = PathBuf::from("/dev/full");
+    let mut agent = Proc::start_logging_to(
+        full.clone(),
+        bed.agent_command(&bed.token_file(), &format!("127.0.0.1:{agent_port}")),
+    );
+    let mut controller = Proc::start_logging_to(
+        full,
+        process::command(
+            "fluxconfig-controller",
+            &process::controller_args(&format!("127.0.0.1:{controller_port}")),
+            &bed.kubeconfig(),
+        ),
+    );
+    for port in [agent_port, controller_port] {
+        within("/healthz answers", STARTUP_LIMIT, || async {
+            healthz(port) == Some(200)
+        })
+        .await;
+    }
+    bed.await_exact(&desired, STARTUP_LIMIT).await;
+    // More work after thousands of failed log writes.
+    for name in ["full-1", "full-2"] {
+        bed.put_simple(name).await;
+        desired.insert(name.to_string());
+    }
+    bed.delete("full-0").await;
+    desired.remove("full-0");
+    bed.await_exact(&desired, STARTUP_LIMIT).await;
+    for (name, p, port) in [
+        ("agent", &mut agent, agent_port),
+        ("controller", &mut controller, controller_port),
+    ] {
+        assert!(
+            p.is_running(),
+            "the {name} exited with its log on a full disk"
+        );
+        assert_eq!(healthz(port), Some(200), "{name} /healthz");
+    }
+    drop((agent, controller));
+    bed.shutdown().await;
+}
+
+/// The token path exists but cannot be read as a file: it is a directory, or its parent is a
+/// regular file (tests run as root, so a mode of 000 would not stop the read). The agent names
+/// the file and why in its log, changes nothing in the cluster, keeps serving `/healthz`, and
+/// recovers once the file is good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreadable_token_file_is_named_and_the_agent_recovers() {
+    let bed = Bed::start(false).await;
+    bed.put_simple("tok-0").await;
+    let dir = bed.dir.path();
+    let is_dir = dir.join("token-is-a-directory");
+    std::fs::create_dir(&is_dir).expect("mkdir");
+    let parent_file = dir.join("parent-is-a-file");
+    std::fs::write(&parent_file, "not a directory").expect("file");
+    let under_file = parent_file.join("token");
+    let mut agents = Vec::new();
+    for (case, path) in [
+        ("token path is a directory", &is_dir),
+        ("token path's parent is a file", &under_file),
+    ] {
+        let port = free_port();
+        let log = dir.join(format!("agent-{port}.log"));
+        let p = Proc::start_logging_to(log, bed.agent_command(path, &format!("127.0.0.1:{port}")));
+        agents.push((case, p, port, path.display().to_string()));
+    }
+    for (case, p, port, path) in agents.iter_mut() {
+        assert_degraded_but_serving(p, *port, case, &["reading token file", path]).await;
+        assert_eq!(
+            process::http_status(*port, "/readyz"),
+            Some(503),
+            "{case}: ready without a listing"
+        );
+    }
+    let state = bed.observed_state().await;
+    assert!(
+        state.is_empty(),
+        "an agent without a token changed the cluster: {state:?}"
+    );
+
+    // The files become good: each agent lists the data plane (ready) and writes the
+    // configuration.
+    std::fs::remove_dir(&is_dir).expect("rmdir");
+    std::fs::write(&is_dir, TOKEN).expect("token");
+    std::fs::remove_file(&parent_file).expect("rm");
+    std::fs::create_dir(&parent_file).expect("mkdir");
+    std::fs::write(&under_file, TOKEN).expect("token");
+    // A token error waits the full backoff (30 s) before the next attempt.
+    for (case, _, port, _) in &agents {
+        within(
+            &format!("{case}: ready after the token file was fixed"),
+            Duration::from_secs(75),
+            || async { process::http_status(*port, "/readyz") == Some(200) },
+        )
+        .await;
+    }
+    within("tok-0 written", Duration::from_secs(30), || async {
+        bed.observed_state().await.configs.contains_key("tok-0")
+    })
+    .await;
+    drop(agents);
+    bed.shutdown().await;
+}
+
+/// The metrics/health port is taken by another process: both binaries exit non-zero with a
+/// message naming the address (a pod with a clashing port crash-loops with the reason).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_port_taken_exits_naming_the_address() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = apiserver::start(apiserver::Config::default())
+        .await
+        .expect("emulator");
+    let kubeconfig = dir.path().join("kubeconfig");
+    server.write_kubeconfig(&kubeconfig).expect("kubeconfig");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "t0ken").expect("token");
+
+    let dp = format!("https://127.0.0.1:{}", closed_port());
+    let mut args = agent_args(&dp, &token, None, 0);
+    let at = args
+        .iter()
+        .position(|a| a == "--metrics-addr")
+        .expect("flag")
+        + 1;
+    args[at] = addr.clone();
+    let mut p = Proc::start(dir.path(), "fluxconfig-agent", &args, &kubeconfig);
+    p.assert_fails_naming(STARTUP_LIMIT, "agent: port taken", &[&addr, "in use"]);
+
+    let mut p = Proc::start(
+        dir.path(),
+        "fluxconfig-controller",
+        &process::controller_args(&addr),
+        &kubeconfig,
+    );
+    p.assert_fails_naming(STARTUP_LIMIT, "controller: port taken", &[&addr, "in use"]);
+    drop(taken);
+    server.shutdown().await;
+}
+
+/// Settings a user gets wrong: a KUBECONFIG holding garbage, a data-plane URL that is plain
+/// http to a remote host or no URL at all. Each ends the process at once, non-zero, with a
+/// message naming the file or the flag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_kubeconfig_and_bad_dataplane_urls_exit_naming_the_cause() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = apiserver::start(apiserver::Config::default())
+        .await
+        .expect("emulator");
+    let kubeconfig = dir.path().join("kubeconfig");
+    server.write_kubeconfig(&kubeconfig).expect("kubeconfig");
+    let garbage = dir.path().join("garbage-kubeconfig");
+    std::fs::write(&garbage, "{{{ this: is: not [ a kubeconfig").expect("garbage");
+    let token = dir.path().join("token");
+    std::fs::write(&token, "t0ken").expect("token");
+    let dp = format!("https://127.0.0.1:{}", closed_port());
+
+    let mut p = Proc::start(
+        dir.path(),
+        "fluxconfig-agent",
+        &agent_args(&dp, &token, None, free_port()),
+        &garbage,
+    );
+    p.assert_fails_naming(STARTUP_LIMIT, "agent: garbage KUBECONFIG", &["kubeconfig"]);
+    let mut p = Proc::start(
+        dir.path(),
+        "fluxconfig-controller",
+        &process::controller_args(&format!("127.0.0.1:{}", free_port())),
+        &garbage,
+    );
+    p.assert_fails_naming(
+        STARTUP_LIMIT,
+        "controller: garbage KUBECONFIG",
+        &["kubeconfig"],
+    );
+
+    for (case, url, words) in [
+        (
+            "plain http to a remote host",
+            "http://dp.example.com",
+            &["--dataplane-url", "https", "http://dp.example.com"][..],
+        ),
+        (
+            "not a URL",
+            "westeurope.dp.kubernetesconfiguration",
+            &["--dataplane-url", "westeurope.dp.kubernetesconfiguration"][..],
+        ),
+    ] {
+        let mut p = Proc::start(
+            dir.path(),
+            "fluxconfig-agent",
+            &agent_args(url, &token, None, free_port()),
+            &kubeconfig,
+        );
+        p.assert_fails_naming(STARTUP_LIMIT, case, words);
+    }
+    server.shutdown().await;
 }

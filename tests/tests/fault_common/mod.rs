@@ -5,8 +5,11 @@
 
 #![allow(dead_code)]
 
+pub mod process;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use fluxconfig_agent::config::AgentConfig;
@@ -62,6 +65,16 @@ pub struct Bed {
 impl Bed {
     /// `with_sim`: run the Flux simulator, needed for compliance to be reported.
     pub async fn start(with_sim: bool) -> Bed {
+        Bed::start_seeded(with_sim, |_| Vec::new()).await
+    }
+
+    /// [`Self::start`] with the data plane already holding the configurations `seed` returns
+    /// (given the fixture repository's URL), written into its state file before it starts:
+    /// storing a thousand through the management API one by one takes half a minute.
+    pub async fn start_seeded(
+        with_sim: bool,
+        seed: impl FnOnce(&str) -> Vec<(String, Value)>,
+    ) -> Bed {
         init_logs();
         let server = apiserver::start(apiserver::Config::default())
             .await
@@ -86,9 +99,20 @@ impl Bed {
         } else {
             None
         };
+        let state_file = dir.path().join("dataplane-state.json");
+        let seeded = seed(&repo.url);
+        if !seeded.is_empty() {
+            let (mut store, _) = dataplane::state::Store::load(&state_file).expect("state");
+            for (name, properties) in seeded {
+                let properties = properties.as_object().cloned().expect("properties object");
+                store.put_configuration(&cluster(), &name, properties, None);
+            }
+            let snapshot = store.snapshot().expect("snapshot");
+            dataplane::state::write_atomically(&state_file, &snapshot.bytes).expect("state file");
+        }
         let dataplane = dataplane::start(DataplaneConfig::new(
             "127.0.0.1:0".parse().expect("addr"),
-            dir.path().join("dataplane-state.json"),
+            state_file,
             TOKEN,
         ))
         .await
@@ -108,6 +132,60 @@ impl Bed {
             repo,
             dir,
         }
+    }
+
+    /// A kubeconfig of the emulator, written once under the bed's directory.
+    pub fn kubeconfig(&self) -> PathBuf {
+        let path = self.dir.path().join("kubeconfig");
+        if !path.exists() {
+            self.server.write_kubeconfig(&path).expect("kubeconfig");
+        }
+        path
+    }
+
+    /// The bed's token file (written with the data plane's token on first use).
+    pub fn token_file(&self) -> PathBuf {
+        let token = self.dir.path().join("token");
+        if !token.exists() {
+            std::fs::write(&token, TOKEN).expect("token file");
+        }
+        token
+    }
+
+    /// A `fluxconfig-agent run` command against this bed (data-plane CA, 10 s long polls),
+    /// reading its token from `token_file`.
+    pub fn agent_command(
+        &self,
+        token_file: &std::path::Path,
+        metrics_addr: &str,
+    ) -> std::process::Command {
+        let mut args = process::agent_args(
+            self.dataplane.url(),
+            token_file,
+            Some(&self.dir.path().join("dataplane-ca.crt")),
+            metrics_addr,
+        );
+        args.extend(["--long-poll-secs", "10", "--report-interval-secs", "60"].map(String::from));
+        process::command("fluxconfig-agent", &args, &self.kubeconfig())
+    }
+
+    /// The real `fluxconfig-agent` binary against this bed, metrics on an ephemeral port.
+    pub fn spawn_agent(&self) -> process::Proc {
+        let log = self
+            .dir
+            .path()
+            .join(format!("fluxconfig-agent-{}.log", fastrand::u32(..)));
+        process::Proc::start_logging_to(log, self.agent_command(&self.token_file(), "127.0.0.1:0"))
+    }
+
+    /// The real `fluxconfig-controller` binary against this bed, without leader election.
+    pub fn spawn_controller(&self) -> process::Proc {
+        process::Proc::start(
+            self.dir.path(),
+            "fluxconfig-controller",
+            &process::controller_args("127.0.0.1:0"),
+            &self.kubeconfig(),
+        )
     }
 
     pub fn start_controller(&self) -> Component {
@@ -215,22 +293,52 @@ impl Bed {
         let ks: Api<Kustomization> = Api::all(self.client.clone());
         let mut state = ClusterState::default();
         for fc in configs.list(&Default::default()).await?.items {
-            state.configs.insert(
-                fc.name_any(),
+            let name = fc.name_any();
+            let path = serde_json::to_value(&fc.spec)
+                .ok()
+                .and_then(|v| {
+                    v["kustomizations"]["infra"]["path"]
+                        .as_str()
+                        .map(String::from)
+                })
+                .unwrap_or_default();
+            state.config_paths.insert(name.clone(), path);
+            let previous = state.configs.insert(
+                name.clone(),
                 (
                     fc.uid().unwrap_or_default(),
                     fc.resource_version().unwrap_or_default(),
                     fc.metadata.deletion_timestamp.is_some(),
                 ),
             );
+            if previous.is_some() {
+                state.duplicates.push(format!("FluxConfig {name}"));
+            }
         }
         for g in git.list(&Default::default()).await?.items {
-            state.git.insert(g.name_any(), owners(g.owner_references()));
+            let name = g.name_any();
+            if state
+                .git
+                .insert(name.clone(), owners(g.owner_references()))
+                .is_some()
+            {
+                state.duplicates.push(format!("GitRepository {name}"));
+            }
         }
         for k in ks.list(&Default::default()).await?.items {
-            state
+            let name = k.name_any();
+            let path = serde_json::to_value(&k.spec)
+                .ok()
+                .and_then(|v| v["path"].as_str().map(String::from))
+                .unwrap_or_default();
+            state.ks_paths.insert(name.clone(), path);
+            if state
                 .kustomizations
-                .insert(k.name_any(), owners(k.owner_references()));
+                .insert(name.clone(), owners(k.owner_references()))
+                .is_some()
+            {
+                state.duplicates.push(format!("Kustomization {name}"));
+            }
         }
         Ok(state)
     }
@@ -252,6 +360,36 @@ impl Bed {
                 "not the exact desired state after {limit:?}: {why}"
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Waits until the cluster holds exactly the translation of `desired` (configuration →
+    /// kustomization path); fails with the last difference seen, after calling `on_timeout`
+    /// for diagnostics. Polls less often the longer a listing takes, so the observer takes at most a fifth of
+    /// the API server's time from the system it watches. Returns the time it took.
+    pub async fn await_exact_paths(
+        &self,
+        desired: &BTreeMap<String, String>,
+        limit: Duration,
+        mut on_timeout: impl FnMut() -> String,
+    ) -> Duration {
+        let started = tokio::time::Instant::now();
+        loop {
+            let listed = tokio::time::Instant::now();
+            let last = match self.cluster_state().await {
+                Ok(s) => s.mismatch_paths(desired),
+                Err(e) => Some(format!("listing: {e}")),
+            };
+            let Some(why) = last else {
+                return started.elapsed();
+            };
+            assert!(
+                started.elapsed() < limit,
+                "not the exact desired state after {limit:?}: {why}\n{}",
+                on_timeout()
+            );
+            let pause = (listed.elapsed() * 4).max(Duration::from_millis(200));
+            tokio::time::sleep(pause).await;
         }
     }
 
@@ -367,6 +505,12 @@ pub struct ClusterState {
     pub configs: BTreeMap<String, (String, String, bool)>,
     pub git: BTreeMap<String, Vec<String>>,
     pub kustomizations: BTreeMap<String, Vec<String>>,
+    /// `kustomizations.infra.path` of each FluxConfig's spec.
+    pub config_paths: BTreeMap<String, String>,
+    /// `spec.path` of each Kustomization.
+    pub ks_paths: BTreeMap<String, String>,
+    /// Objects whose name appeared twice (in different namespaces).
+    pub duplicates: Vec<String>,
 }
 
 impl ClusterState {
@@ -377,6 +521,9 @@ impl ClusterState {
     /// Why this is not exactly the translation of `desired` (simple configurations), if it is
     /// not: missing or extra FluxConfigs, missing, duplicate or orphaned Flux objects.
     pub fn mismatch(&self, desired: &BTreeSet<String>) -> Option<String> {
+        if !self.duplicates.is_empty() {
+            return Some(format!("duplicates: {:?}", self.duplicates));
+        }
         let configs: BTreeSet<String> = self.configs.keys().cloned().collect();
         if &configs != desired {
             let missing: Vec<_> = desired.difference(&configs).take(5).collect();
@@ -423,6 +570,28 @@ impl ClusterState {
                         "{kind} {name} is orphaned: owners {owners:?}, FluxConfig uid {uid:?}"
                     ));
                 }
+            }
+        }
+        None
+    }
+}
+
+impl ClusterState {
+    /// [`Self::mismatch`], and each FluxConfig and its Kustomization carry the desired
+    /// kustomization path (`desired`: configuration → path).
+    pub fn mismatch_paths(&self, desired: &BTreeMap<String, String>) -> Option<String> {
+        let names: BTreeSet<String> = desired.keys().cloned().collect();
+        if let Some(why) = self.mismatch(&names) {
+            return Some(why);
+        }
+        for (name, want) in desired {
+            let spec = self.config_paths.get(name);
+            let ks_name = kustomization_object_name(name, "infra");
+            let flux = self.ks_paths.get(&ks_name);
+            if spec != Some(want) || flux != Some(want) {
+                return Some(format!(
+                    "{name}: path {want:?} desired, FluxConfig has {spec:?}, Kustomization {ks_name} has {flux:?}"
+                ));
             }
         }
         None
