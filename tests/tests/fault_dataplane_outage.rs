@@ -1,8 +1,8 @@
 //! Data-plane outage: once the cluster has converged, the data plane goes down (503 with
 //! `Retry-After`, then refused connections) while configurations are changed, deleted and
 //! added behind it. During the outage no FluxConfig may be created, modified or deleted (uid,
-//! generation and spec are watched for the whole window); once it is lifted the cluster
-//! converges on the new desired state.
+//! generation and spec are watched for the whole window, and so are the Flux objects with
+//! their owners and paths); once it is lifted the cluster converges on the new desired state.
 
 mod fault_common;
 
@@ -14,6 +14,13 @@ use fluxconfig_testbed::dataplane::Outage;
 
 /// How long the cluster is watched while the agent cannot reach the data plane.
 const OUTAGE_WINDOW: Duration = Duration::from_secs(6);
+
+/// The Flux objects: GitRepositories and Kustomizations by name with their owners, and each
+/// Kustomization's path.
+async fn flux_objects(bed: &Bed) -> impl PartialEq + std::fmt::Debug {
+    let state = bed.observed_state().await;
+    (state.git, state.kustomizations, state.ks_paths)
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_outage_changes_nothing_and_recovery_converges() {
@@ -51,6 +58,7 @@ async fn an_outage_changes_nothing_and_recovery_converges() {
         )
         .await;
         let frozen = bed.spec_snapshot().await;
+        let frozen_flux = flux_objects(&bed).await;
 
         let changed = format!("out-{}", round);
         let mut props = simple_properties(&bed.repo.url);
@@ -70,6 +78,11 @@ async fn an_outage_changes_nothing_and_recovery_converges() {
             assert_eq!(
                 now, frozen,
                 "{outage:?} outage: the cluster changed while the data plane was unreachable"
+            );
+            assert_eq!(
+                flux_objects(&bed).await,
+                frozen_flux,
+                "{outage:?} outage: Flux objects changed while the data plane was unreachable"
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
