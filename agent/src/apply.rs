@@ -251,7 +251,11 @@ impl Applier {
         existing: Option<&FluxConfig>,
     ) -> Result<(), ApplyError> {
         let result = self.apply_inner(desired, existing).await;
-        self.metrics.write("apply", result.is_ok());
+        // A skipped write is not a write.
+        if result.as_ref().map_or(true, |wrote| *wrote) {
+            self.metrics.write("apply", result.is_ok());
+        }
+        let result = result.map(|_| ());
         if result.is_err() {
             if let Ok(mut a) = self.applied.lock() {
                 a.remove(&desired.key);
@@ -264,15 +268,16 @@ impl Applier {
         result
     }
 
+    /// Whether it wrote anything (`false`: the cluster already held it).
     async fn apply_inner(
         &self,
         d: &Desired,
         existing: Option<&FluxConfig>,
-    ) -> Result<(), ApplyError> {
+    ) -> Result<bool, ApplyError> {
         let key = &d.key;
         let digest = desired_digest(d);
-        if self.unchanged(key, &digest, existing) {
-            return Ok(());
+        if self.unchanged(d, &digest, existing) {
+            return Ok(false);
         }
         self.ensure_namespace(key).await?;
 
@@ -365,21 +370,37 @@ impl Applier {
                 },
             );
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Skips a write when the same configuration was applied recently and the cluster still
-    /// holds the spec the agent wrote (nobody deleted or edited it since).
-    fn unchanged(&self, key: &ConfigKey, digest: &str, existing: Option<&FluxConfig>) -> bool {
+    /// holds the spec the agent wrote (nobody deleted or edited it since), or, with nothing
+    /// remembered (a restarted agent), when the cluster already holds exactly what this write
+    /// would make of a configuration without protected settings. A restart then costs reads,
+    /// not a write per configuration. Configurations with a Secret are always written once
+    /// after a restart: the Secret's content and owner cannot be told from the `FluxConfig`.
+    fn unchanged(&self, d: &Desired, digest: &str, existing: Option<&FluxConfig>) -> bool {
         let Some(existing) = existing else {
             return false;
         };
-        let Ok(applied) = self.applied.lock() else {
+        let Ok(mut applied) = self.applied.lock() else {
             return false;
         };
-        applied.get(key).is_some_and(|a| {
-            a.digest == digest && a.at.elapsed() < REAPPLY_AFTER && a.spec == existing.spec
-        })
+        if let Some(a) = applied.get(&d.key) {
+            return a.digest == digest && a.at.elapsed() < REAPPLY_AFTER && a.spec == existing.spec;
+        }
+        if !already_applied(d, existing) {
+            return false;
+        }
+        applied.insert(
+            d.key.clone(),
+            Applied {
+                digest: digest.to_string(),
+                spec: existing.spec.clone(),
+                at: Instant::now(),
+            },
+        );
+        true
     }
 
     async fn ensure_namespace(&self, key: &ConfigKey) -> Result<(), ApplyError> {
@@ -467,6 +488,25 @@ impl Applier {
     }
 }
 
+/// Whether `existing` is what applying `d` would write, for a configuration that needs no
+/// Secret: same spec, no protected-settings hash, no public key in the status.
+fn already_applied(d: &Desired, existing: &FluxConfig) -> bool {
+    let needs_secret = d.wants_generated_key || !d.protected.0.is_empty();
+    let hash = existing
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(PROTECTED_HASH_ANNOTATION));
+    let public_key = existing
+        .status
+        .as_ref()
+        .and_then(|s| s.repository_public_key.as_ref());
+    !needs_secret
+        && hash.is_none()
+        && public_key.is_none()
+        && existing.spec == effective_spec(d, false)
+}
+
 /// Digest of everything that decides what gets written, protected values included (hashed,
 /// never stored).
 fn desired_digest(d: &Desired) -> String {
@@ -508,6 +548,52 @@ mod tests {
         assert_eq!(a.len(), 64);
         assert_eq!(a, settings_hash(&key(), &settings(&[("httpsKey", "one")])));
         assert!(!a.contains("one"));
+    }
+
+    /// The `FluxConfig` a write of `d` leaves in the cluster, read back.
+    fn written(d: &Desired) -> FluxConfig {
+        let has_secret = !d.protected.0.is_empty();
+        let hash = has_secret.then(|| settings_hash(&d.key, &d.protected.0));
+        let body = fluxconfig_manifest(&d.key, &effective_spec(d, has_secret), hash.as_deref());
+        serde_json::from_value(body).expect("FluxConfig")
+    }
+
+    #[test]
+    fn a_restarted_agent_skips_only_what_the_cluster_already_holds() {
+        let plain = Desired {
+            key: key(),
+            spec: FluxConfigSpec {
+                namespace: Some("flux".into()),
+                suspend: Some(false),
+                ..FluxConfigSpec::default()
+            },
+            protected: Protected(ProtectedSettings::default()),
+            wants_generated_key: false,
+        };
+        let existing = written(&plain);
+        assert!(already_applied(&plain, &existing));
+
+        let mut changed = plain.clone();
+        changed.spec.suspend = Some(true);
+        assert!(!already_applied(&changed, &existing), "spec changed");
+
+        let mut with_secret = plain.clone();
+        with_secret.protected = Protected(settings(&[("httpsKey", "pat")]));
+        assert!(
+            !already_applied(&with_secret, &written(&with_secret)),
+            "a Secret's content cannot be told from the FluxConfig"
+        );
+        let mut generated = plain.clone();
+        generated.wants_generated_key = true;
+        assert!(!already_applied(&generated, &existing));
+
+        let mut annotated = existing.clone();
+        annotated.metadata.annotations =
+            Some([(PROTECTED_HASH_ANNOTATION.to_string(), "old".to_string())].into());
+        assert!(
+            !already_applied(&plain, &annotated),
+            "a stale Secret to release"
+        );
     }
 
     #[test]

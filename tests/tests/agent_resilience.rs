@@ -251,6 +251,25 @@ async fn an_agent_killed_mid_sync_leaves_nothing_running_and_a_restart_converges
     let names: BTreeSet<String> = configs.iter().map(|fc| fc.name_any()).collect();
     assert_eq!(names.len(), configs.len(), "duplicates: {names:?}");
     second.shutdown().await;
+
+    // A restart over a converged cluster reads, and writes nothing.
+    let third = system.start_agent(system.agent_config()).await;
+    eventually("the restarted agent completed a sync", || async {
+        let text = third.metrics().await.unwrap_or_default();
+        common_system::metric(
+            &text,
+            "fluxconfig_agent_last_successful_sync_timestamp_seconds",
+            &[],
+        )
+        .is_some_and(|t| t > 0.0)
+    })
+    .await;
+    assert_eq!(
+        writes(&third).await,
+        0.0,
+        "the restarted agent rewrote configurations"
+    );
+    third.shutdown().await;
     system.shutdown().await;
 }
 
