@@ -23,9 +23,10 @@
 //! Size: every restart makes the agent re-apply and the controller re-reconcile every
 //! configuration (about 1.2 and 2.2 API writes per configuration), so a run costs time in
 //! proportion to the whole desired state, not to the slice. Measured in the debug build on a
-//! two-core machine shared with other builds: 20 runs at 300 configurations took 505 s (runs of
-//! 10–37 s); at 1,000 the from-scratch run alone took over 9 minutes. 300 keeps CI within its
-//! budget; `KILL_CONFIGS=1000` is the full size.
+//! two-core machine shared with other builds and tests (load average 6–11): 20 runs at 300
+//! configurations took 505 s and 596 s (runs of 10–56 s); at 1,000 the from-scratch run alone
+//! took over 9 minutes. On a machine of its own a run gets three to four times the CPU, which is
+//! what keeps 300 within CI's budget; `KILL_CONFIGS=1000` is the full size.
 
 mod fault_common;
 
