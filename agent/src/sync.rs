@@ -10,6 +10,9 @@
 //!   updated nor deleted).
 //! - Names must be unique in a listing (the status path is keyed by name alone); every item of a
 //!   duplicated name is rejected.
+//! - Two configurations of one namespace whose `<config>-<kustomization>` names coincide (`a`
+//!   with `b-c`, `a-b` with `c`) are both rejected, naming the kustomization and the other
+//!   configuration.
 //! - The configuration lives in `properties.namespace` (default `default`). An owned
 //!   `FluxConfig` with a listed name but in another namespace than a valid item asks for is
 //!   deleted as part of that move.
@@ -24,7 +27,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use base64::Engine;
 use fluxconfig_api::dataplane::{ConfigurationList, PROTECTED_SETTINGS};
 use fluxconfig_api::protected::{self, ProtectedSettings};
-use fluxconfig_api::validation::{parse_spec, validate_spec, FieldError, ValidationErrors};
+use fluxconfig_api::validation::{
+    kustomization_object_name, parse_spec, validate_spec, FieldError, ValidationErrors,
+};
 use fluxconfig_api::SourceKind;
 use fluxconfig_api::{ComplianceState, FluxConfigSpec, FluxConfigStatus, ProvisioningState};
 use serde_json::Value;
@@ -141,6 +146,8 @@ pub fn plan(list: &ConfigurationList, owned: &[ConfigKey]) -> Plan {
         }
     }
 
+    reject_shared_kustomizations(&mut results);
+
     let mut plan = Plan::default();
     for r in results {
         match r {
@@ -178,6 +185,55 @@ pub fn plan(list: &ConfigurationList, owned: &[ConfigKey]) -> Plan {
         plan.delete.dedup();
     }
     plan
+}
+
+/// `<config>-<kustomization>` can name the same Kustomization for two configurations of one
+/// namespace (`a` with `b-c`, `a-b` with `c`). Both would claim the object, so neither is
+/// applied; whichever is in the cluster already stays as it is.
+fn reject_shared_kustomizations(results: &mut [Result<Desired, Rejected>]) {
+    let mut claims: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
+    for d in results.iter().flatten() {
+        for k in d.spec.kustomizations.keys() {
+            claims
+                .entry((
+                    d.key.namespace.clone(),
+                    kustomization_object_name(&d.key.name, k),
+                ))
+                .or_default()
+                .insert(d.key.name.clone());
+        }
+    }
+    for r in results.iter_mut() {
+        let Ok(d) = r else { continue };
+        let errors: Vec<FieldError> = d
+            .spec
+            .kustomizations
+            .keys()
+            .filter_map(|k| {
+                let object = kustomization_object_name(&d.key.name, k);
+                let others: Vec<&str> = claims
+                    .get(&(d.key.namespace.clone(), object.clone()))?
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|n| *n != d.key.name)
+                    .collect();
+                (!others.is_empty()).then(|| {
+                    FieldError::new(
+                        format!("spec.kustomizations.{k}"),
+                        format!(
+                            "would be the Kustomization {}/{object}, which configuration {} \
+                             also makes; rename one of the kustomizations",
+                            d.key.namespace,
+                            others.join(", ")
+                        ),
+                    )
+                })
+            })
+            .collect();
+        if !errors.is_empty() {
+            *r = Err(Rejected::new(Some(d.key.name.clone()), errors));
+        }
+    }
 }
 
 fn item_name(r: &Result<Desired, Rejected>) -> Option<&str> {
@@ -514,6 +570,36 @@ mod tests {
         assert_eq!(p.rejected.len(), 2);
         assert!(p.rejected.iter().all(|r| r.errors.0[0].field == "name"));
         assert!(p.delete.is_empty());
+    }
+
+    #[test]
+    fn configurations_that_would_share_a_kustomization_are_both_rejected() {
+        let with_kustomization = |name: &str, namespace: &str, k: &str| {
+            let mut i = item(name, namespace);
+            i["properties"]["kustomizations"] = json!({ k: {"path": "./apps"} });
+            i
+        };
+        let p = plan(
+            &list(vec![
+                with_kustomization("a", "flux", "b-c"),
+                with_kustomization("a-b", "flux", "c"),
+                // The same names in another namespace make other objects.
+                with_kustomization("x", "flux", "y-z"),
+                with_kustomization("x-y", "other", "z"),
+            ]),
+            &owned(&[("flux", "a")]),
+        );
+        let applied: Vec<&str> = p.apply.iter().map(|d| d.key.name.as_str()).collect();
+        assert_eq!(applied, ["x", "x-y"]);
+        assert_eq!(p.rejected.len(), 2);
+        let a = p.rejected.iter().find(|r| r.name.as_deref() == Some("a"));
+        let error = &a.expect("a rejected").errors.0[0];
+        assert_eq!(error.field, "spec.kustomizations.b-c");
+        assert!(error.message.contains("flux/a-b-c") && error.message.contains("a-b"));
+        assert!(
+            p.delete.is_empty(),
+            "a rejected configuration stays as it is"
+        );
     }
 
     #[test]
