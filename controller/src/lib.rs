@@ -6,6 +6,7 @@ pub mod duration;
 pub mod http;
 pub mod leader;
 pub mod managed_source;
+pub mod memory;
 pub mod metrics;
 pub mod reconciler;
 pub mod render;

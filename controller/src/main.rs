@@ -68,6 +68,7 @@ struct RunArgs {
 }
 
 fn main() -> ExitCode {
+    fluxconfig_controller::memory::tune_allocator();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run_controller(args),
@@ -91,6 +92,11 @@ fn run_controller(args: RunArgs) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| format!("starting the runtime: {e}"))?;
+    runtime.spawn(
+        fluxconfig_controller::memory::release_free_memory_periodically(
+            std::time::Duration::from_secs(10),
+        ),
+    );
     runtime.block_on(async move {
         let kube_config = kube::Config::infer()
             .await

@@ -138,6 +138,7 @@ async fn lead_while_elected(
 fn shared<K>(
     client: &Client,
     metrics: &Arc<Metrics>,
+    compact: fn(&mut K),
 ) -> Result<
     (
         Store<K>,
@@ -162,9 +163,9 @@ where
     let api: Api<K> = Api::all(client.clone());
     let drive = watcher(api, watcher::Config::default().any_semantic())
         .default_backoff()
-        // managedFields are most of an object's size and the controller never reads them;
-        // dropping them before caching keeps memory flat at tens of thousands of objects.
-        .modify(|o: &mut K| o.meta_mut().managed_fields = None)
+        // What the controller never reads is dropped before caching: at tens of thousands of
+        // objects the caches are most of its memory.
+        .modify(compact)
         .reflect_shared(writer)
         .for_each(move |event| {
             if let Err(e) = event {
@@ -176,18 +177,38 @@ where
     Ok((store, subscriber, drive))
 }
 
+/// managedFields are most of a Flux object's size and the controller never reads them.
+fn without_managed<K: Resource>(o: &mut K) {
+    o.meta_mut().managed_fields = None;
+}
+
+/// The sources and Kustomizations the controller applies are compared with what it would apply
+/// (name, namespace, labels, owner references, spec) and rolled up (status, generation,
+/// creation and deletion time); the rest of their metadata is never read.
+fn compact_applied<K: Resource>(o: &mut K) {
+    let meta = o.meta_mut();
+    meta.managed_fields = None;
+    meta.annotations = None;
+    meta.finalizers = None;
+    meta.uid = None;
+    meta.resource_version = None;
+    meta.generate_name = None;
+    meta.self_link = None;
+}
+
 async fn run_controller(
     client: Client,
     metrics: Arc<Metrics>,
     config: &RunConfig,
     stop: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<(), RunError> {
-    let (cfg_store, cfg_sub, cfg_drive) = shared::<FluxConfig>(&client, &metrics)?;
-    let (git, git_sub, git_drive) = shared::<GitRepository>(&client, &metrics)?;
-    let (bucket, bucket_sub, bucket_drive) = shared::<Bucket>(&client, &metrics)?;
-    let (oci, oci_sub, oci_drive) = shared::<OCIRepository>(&client, &metrics)?;
-    let (ks, ks_sub, ks_drive) = shared::<Kustomization>(&client, &metrics)?;
-    let (hr, hr_sub, hr_drive) = shared::<HelmRelease>(&client, &metrics)?;
+    let (cfg_store, cfg_sub, cfg_drive) =
+        shared::<FluxConfig>(&client, &metrics, reconciler::compact_cached_config)?;
+    let (git, git_sub, git_drive) = shared::<GitRepository>(&client, &metrics, compact_applied)?;
+    let (bucket, bucket_sub, bucket_drive) = shared::<Bucket>(&client, &metrics, compact_applied)?;
+    let (oci, oci_sub, oci_drive) = shared::<OCIRepository>(&client, &metrics, compact_applied)?;
+    let (ks, ks_sub, ks_drive) = shared::<Kustomization>(&client, &metrics, compact_applied)?;
+    let (hr, hr_sub, hr_drive) = shared::<HelmRelease>(&client, &metrics, without_managed)?;
 
     let stores = Stores {
         git,

@@ -273,6 +273,11 @@ async fn run_controllers(shared: Arc<Shared>, mut shutdown: tokio::sync::watch::
         for _ in 0..16 {
             let changed = {
                 let mut st = shared.lock();
+                // New owner references only need their owners looked up; a full pass is for
+                // deletions (and for references to owners that are already gone).
+                if st.take_dangling_owners() {
+                    st.gc_pending = true;
+                }
                 if !st.gc_pending {
                     break;
                 }
@@ -284,9 +289,8 @@ async fn run_controllers(shared: Arc<Shared>, mut shutdown: tokio::sync::watch::
             }
             tokio::task::yield_now().await;
         }
-        // A pass walks the whole store under its lock and every write of an owned object asks
-        // for one; with tens of thousands of objects back-to-back passes would starve requests.
-        // Resting twice as long as the pass took bounds the collector to a third of the lock
+        // A pass walks the whole store under its lock; with tens of thousands of objects and
+        // many deletions back-to-back passes would starve requests. Resting twice as long as the pass took bounds the collector to a third of the lock
         // (small stores pass in microseconds and see no delay).
         let busy = started.elapsed();
         if busy > Duration::from_millis(1) {

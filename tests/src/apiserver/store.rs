@@ -1,7 +1,7 @@
 //! The in-memory "etcd": objects per group-resource, one global resourceVersion counter, and a
 //! bounded event history from which watches are served.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
@@ -66,6 +66,12 @@ pub struct Store {
     /// Something happened the garbage collector / namespace controller may need to act on;
     /// lets them skip full scans while nothing is being deleted or owned.
     pub gc_pending: bool,
+    /// Objects written with new or changed owner references since the collector last looked:
+    /// only these can have an owner that is already gone, so a write of an owned object costs
+    /// the collector a lookup of its owners instead of a pass over the whole store.
+    gc_suspects: Vec<(String, Key)>,
+    /// uids of every stored object, for those owner lookups.
+    uids: HashSet<String>,
     /// When each terminating namespace (by uid) was first seen by the namespace controller.
     pub ns_terminating_since: HashMap<String, std::time::Instant>,
 }
@@ -104,6 +110,8 @@ impl Store {
             registry: Registry::with_builtins(),
             tx,
             gc_pending: false,
+            gc_suspects: Vec::new(),
+            uids: HashSet::new(),
             ns_terminating_since: HashMap::new(),
         }
     }
@@ -165,17 +173,27 @@ impl Store {
         set_meta(&mut obj, "resourceVersion", Value::String(rv.to_string()));
         let ns = meta_str(&obj, "namespace").to_string();
         let name = meta_str(&obj, "name").to_string();
-        if let Some(m) = obj.get("metadata") {
-            if m.get("deletionTimestamp").is_some() || m.get("ownerReferences").is_some() {
-                self.gc_pending = true;
-            }
+        if obj.pointer("/metadata/deletionTimestamp").is_some() {
+            self.gc_pending = true;
+        }
+        let uid = meta_str(&obj, "uid");
+        if !uid.is_empty() && !self.uids.contains(uid) {
+            self.uids.insert(uid.to_string());
         }
         let obj = Arc::new(obj);
         let prev = self
             .objects
             .entry(gr.to_string())
             .or_default()
-            .insert((ns.clone(), name), obj.clone());
+            .insert((ns.clone(), name.clone()), obj.clone());
+        let owners = obj.pointer("/metadata/ownerReferences");
+        if owners.is_some()
+            && prev
+                .as_ref()
+                .is_none_or(|p| p.pointer("/metadata/ownerReferences") != owners)
+        {
+            self.gc_suspects.push((gr.to_string(), (ns.clone(), name)));
+        }
         let kind = if prev.is_some() {
             EventType::Modified
         } else {
@@ -208,6 +226,7 @@ impl Store {
             .remove(&(ns.to_string(), name.to_string()))?;
         let rv = self.next_rv();
         self.gc_pending = true;
+        self.uids.remove(meta_str(&prev, "uid"));
         let mut obj = last.unwrap_or_else(|| (*prev).clone());
         set_meta(&mut obj, "resourceVersion", Value::String(rv.to_string()));
         let obj = Arc::new(obj);
@@ -225,7 +244,11 @@ impl Store {
 
     /// Drops all objects of a group-resource without events (the CRD is gone; nobody can watch).
     pub fn drop_gr(&mut self, gr: &str) {
-        self.objects.remove(gr);
+        if let Some(dropped) = self.objects.remove(gr) {
+            for o in dropped.values() {
+                self.uids.remove(meta_str(o, "uid"));
+            }
+        }
         // Not part of the replayable history: only open watches need to hear it.
         let _ = self.tx.send(Arc::new(WatchEvent {
             rv: self.rv,
@@ -254,6 +277,25 @@ impl Store {
     pub fn compact(&mut self) {
         self.history.clear();
         self.compacted_rv = self.rv;
+    }
+
+    /// Whether an object written with new owner references since the last call names an owner
+    /// that does not exist (then the collector needs a full pass); forgets those objects.
+    pub fn take_dangling_owners(&mut self) -> bool {
+        let suspects = std::mem::take(&mut self.gc_suspects);
+        suspects.iter().any(|(gr, (ns, name))| {
+            self.get(gr, ns, name).is_some_and(|o| {
+                o.pointer("/metadata/ownerReferences")
+                    .and_then(Value::as_array)
+                    .is_some_and(|refs| {
+                        refs.iter().any(|r| {
+                            r.get("uid")
+                                .and_then(Value::as_str)
+                                .is_some_and(|u| !self.uids.contains(u))
+                        })
+                    })
+            })
+        })
     }
 
     /// Finds an object by uid (for owner lookups by the garbage collector).

@@ -267,7 +267,7 @@ pub(crate) struct Shared {
     queue: mpsc::UnboundedSender<queue::Msg>,
     failures: Mutex<HashMap<Key, Injected>>,
     /// dependent -> the objects whose changes must wake it.
-    watching: Mutex<HashMap<Key, BTreeSet<Key>>>,
+    watching: Mutex<Watching>,
     memory: Mutex<HashMap<Key, Memory>>,
     errors: Mutex<Vec<String>>,
 }
@@ -291,10 +291,10 @@ impl Shared {
     /// An object changed: reconcile it and everything that waits on it.
     fn touched(&self, key: Key) {
         let dependents: Vec<Key> = lock(&self.watching)
-            .iter()
-            .filter(|(_, deps)| deps.contains(&key))
-            .map(|(k, _)| k.clone())
-            .collect();
+            .dependents
+            .get(&key)
+            .map(|d| d.iter().cloned().collect())
+            .unwrap_or_default();
         self.enqueue(key);
         for k in dependents {
             self.enqueue(k);
@@ -311,11 +311,11 @@ impl Shared {
     }
 
     pub fn watch_deps(&self, dependent: &Key, deps: BTreeSet<Key>) {
-        lock(&self.watching).insert(dependent.clone(), deps);
+        lock(&self.watching).set(dependent, deps);
     }
 
     pub fn forget(&self, key: &Key) {
-        lock(&self.watching).remove(key);
+        lock(&self.watching).set(key, BTreeSet::new());
         lock(&self.memory).remove(key);
     }
 
@@ -336,6 +336,41 @@ impl Shared {
             .get(FAIL_ANNOTATION)
             .filter(|v| !v.trim().is_empty())
             .map(|v| Injected::from_annotation(v))
+    }
+}
+
+/// Which objects wait on which (a Kustomization on its source, ...), indexed both ways: every
+/// watch event looks up the dependents of the object it is about, and a scan over all of them
+/// made the simulator quadratic at tens of thousands of objects.
+#[derive(Default)]
+struct Watching {
+    deps: HashMap<Key, BTreeSet<Key>>,
+    dependents: HashMap<Key, BTreeSet<Key>>,
+}
+
+impl Watching {
+    /// Replaces what `dependent` waits on (an empty set forgets it).
+    fn set(&mut self, dependent: &Key, deps: BTreeSet<Key>) {
+        if let Some(old) = self.deps.remove(dependent) {
+            for d in old {
+                if let Some(set) = self.dependents.get_mut(&d) {
+                    set.remove(dependent);
+                    if set.is_empty() {
+                        self.dependents.remove(&d);
+                    }
+                }
+            }
+        }
+        if deps.is_empty() {
+            return;
+        }
+        for d in &deps {
+            self.dependents
+                .entry(d.clone())
+                .or_default()
+                .insert(dependent.clone());
+        }
+        self.deps.insert(dependent.clone(), deps);
     }
 }
 
@@ -374,7 +409,7 @@ pub async fn start(client: kube::Client, config: SimConfig) -> Result<Simulator,
         config,
         queue: tx,
         failures: Mutex::new(HashMap::new()),
-        watching: Mutex::new(HashMap::new()),
+        watching: Mutex::new(Watching::default()),
         memory: Mutex::new(HashMap::new()),
         errors: Mutex::new(Vec::new()),
     });

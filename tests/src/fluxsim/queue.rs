@@ -2,7 +2,7 @@
 //! event during a reconciliation reruns it afterwards, and a reconciliation may ask to be run
 //! again after a delay (Flux's interval / retry requeues).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,10 +25,10 @@ pub(crate) async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Msg
     let mut running_tasks: JoinSet<(Key, Option<Duration>)> = JoinSet::new();
     let mut running: HashSet<Key> = HashSet::new();
     let mut dirty: HashSet<Key> = HashSet::new();
-    let mut scheduled: HashMap<Key, Instant> = HashMap::new();
+    let mut scheduled = Schedule::default();
 
     loop {
-        let next_due = scheduled.values().min().copied();
+        let next_due = scheduled.next_due();
         let sleep = async {
             match next_due {
                 Some(at) => tokio::time::sleep_until(at).await,
@@ -56,14 +56,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Msg
                 }
             }
             () = sleep => {
-                let now = Instant::now();
-                let due: Vec<Key> = scheduled
-                    .iter()
-                    .filter(|(_, at)| **at <= now)
-                    .map(|(k, _)| k.clone())
-                    .collect();
-                for key in due {
-                    scheduled.remove(&key);
+                for key in scheduled.take_due(Instant::now()) {
                     if running.contains(&key) {
                         dirty.insert(key);
                     } else {
@@ -72,6 +65,49 @@ pub(crate) async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Msg
                 }
             }
         }
+    }
+}
+
+/// Requeues by key, with an index by due time: with tens of thousands of objects waiting
+/// for their interval, finding the next one by scanning every entry on each queue event made
+/// the simulator quadratic.
+#[derive(Default)]
+struct Schedule {
+    at: HashMap<Key, Instant>,
+    by_time: BTreeSet<(Instant, Key)>,
+}
+
+impl Schedule {
+    fn next_due(&self) -> Option<Instant> {
+        self.by_time.first().map(|(at, _)| *at)
+    }
+
+    fn insert(&mut self, key: Key, at: Instant) {
+        if let Some(old) = self.at.insert(key.clone(), at) {
+            self.by_time.remove(&(old, key.clone()));
+        }
+        self.by_time.insert((at, key));
+    }
+
+    fn remove(&mut self, key: &Key) {
+        if let Some(old) = self.at.remove(key) {
+            self.by_time.remove(&(old, key.clone()));
+        }
+    }
+
+    /// Removes and returns the keys due at `now`.
+    fn take_due(&mut self, now: Instant) -> Vec<Key> {
+        let mut due = Vec::new();
+        while let Some((at, _)) = self.by_time.first() {
+            if *at > now {
+                break;
+            }
+            if let Some((_, key)) = self.by_time.pop_first() {
+                self.at.remove(&key);
+                due.push(key);
+            }
+        }
+        due
     }
 }
 
