@@ -3,10 +3,11 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use fluxconfig_api::flux::{Bucket, GitRepository, HelmRelease, Kustomization, OCIRepository};
 use fluxconfig_api::FluxConfig;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ReflectHandle, Store};
@@ -196,12 +197,17 @@ fn compact_applied<K: Resource>(o: &mut K) {
     meta.self_link = None;
 }
 
+/// How long a stop waits for running reconciles; well inside Kubernetes' default 30 s
+/// termination grace period.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
 async fn run_controller(
     client: Client,
     metrics: Arc<Metrics>,
     config: &RunConfig,
     stop: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<(), RunError> {
+    let stop = stop.shared();
     let (cfg_store, cfg_sub, cfg_drive) =
         shared::<FluxConfig>(&client, &metrics, reconciler::compact_cached_config)?;
     let (git, git_sub, git_drive) = shared::<GitRepository>(&client, &metrics, compact_applied)?;
@@ -236,7 +242,7 @@ async fn run_controller(
             reconciler::helm_release_owner(&hr, &ks_for_mapper)
         })
         .with_config(controller::Config::default().concurrency(config.concurrency))
-        .graceful_shutdown_on(stop)
+        .graceful_shutdown_on(stop.clone())
         .run(reconciler::reconcile, reconciler::error_policy, ctx)
         .for_each(|_| futures::future::ready(()));
 
@@ -251,6 +257,14 @@ async fn run_controller(
             Box::pin(ks_drive),
             Box::pin(hr_drive),
         ]) => {}
+        // The controller drains its running reconciles on stop, but only once its caches have
+        // synced: with the API server unreachable it would never stop.
+        _ = async {
+            stop.await;
+            tokio::time::sleep(STOP_GRACE).await;
+        } => {
+            tracing::warn!(grace = ?STOP_GRACE, "reconciles still running at the stop; exiting without them");
+        }
     }
     Ok(())
 }

@@ -62,7 +62,10 @@ async fn every_configuration_converges_under_api_errors_and_watch_drops() {
     assert!(bed.all_compliant(&kept), "the kept ones stay Compliant");
 
     faults.clear();
-    agent.shutdown().await;
-    controller.shutdown().await;
+    agent.shutdown().await.expect("agent stops cleanly");
+    controller
+        .shutdown()
+        .await
+        .expect("controller stops cleanly");
     bed.shutdown().await;
 }

@@ -231,6 +231,15 @@ async fn controller_bad_kubeconfig_exits_and_unreachable_api_keeps_serving_healt
         &[&api.to_string(), "Connect"],
     )
     .await;
+    // SIGTERM still ends it, within the pod's default 30 s grace period (its caches never
+    // synced, so it has no reconciles to wait for).
+    p.sigterm();
+    let status = p.exited_within(Duration::from_secs(30));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "SIGTERM with the API server unreachable: {status:?}\n{}",
+        p.tail(20)
+    );
 }
 
 /// Both processes with stdout and stderr on `/dev/full`, as on a node whose disk holding the
@@ -293,7 +302,7 @@ async fn disk_full_for_logs_neither_stops_the_work_nor_health() {
 async fn unreadable_token_file_is_named_and_the_agent_recovers() {
     let bed = Bed::start(false).await;
     bed.put_simple("tok-0").await;
-    let dir = bed.dir.path();
+    let dir = bed.dir.as_path();
     let is_dir = dir.join("token-is-a-directory");
     std::fs::create_dir(&is_dir).expect("mkdir");
     let parent_file = dir.join("parent-is-a-file");

@@ -107,7 +107,10 @@ async fn an_outage_changes_nothing_and_recovery_converges() {
         println!("{outage:?} outage: converged {took:?} after it was lifted");
     }
 
-    agent.shutdown().await;
-    controller.shutdown().await;
+    agent.shutdown().await.expect("agent stops cleanly");
+    controller
+        .shutdown()
+        .await
+        .expect("controller stops cleanly");
     bed.shutdown().await;
 }

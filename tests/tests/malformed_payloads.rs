@@ -311,7 +311,10 @@ async fn each_malformed_payload_fails_by_field_and_the_good_one_proceeds() {
         Some(ProvisioningState::Succeeded)
     );
 
-    agent.shutdown().await;
-    controller.shutdown().await;
+    agent.shutdown().await.expect("agent stops cleanly");
+    controller
+        .shutdown()
+        .await
+        .expect("controller stops cleanly");
     bed.shutdown().await;
 }

@@ -8,58 +8,43 @@
 pub mod process;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
+use std::ops::Deref;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use fluxconfig_agent::config::AgentConfig;
-use fluxconfig_agent::token::TokenSource;
 use fluxconfig_api::dataplane::{ClusterRef, ClusterType, API_VERSION};
 use fluxconfig_api::flux::{GitRepository, Kustomization};
 use fluxconfig_api::validation::kustomization_object_name;
 use fluxconfig_api::{ComplianceState, FluxConfig, FluxConfigStatus};
-use fluxconfig_controller::metrics::Metrics;
-use fluxconfig_controller::run::RunConfig;
-use fluxconfig_testbed::apiserver::{self, ApiServer};
 use fluxconfig_testbed::azcli;
-use fluxconfig_testbed::dataplane::{self, client, Dataplane, DataplaneConfig};
+use fluxconfig_testbed::dataplane::{self, client};
+use fluxconfig_testbed::system::{Options, System};
 use fluxconfig_testbed::{fixtures, fluxsim};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{DeleteParams, PostParams};
-use kube::{Api, Client, ResourceExt};
+use kube::api::DeleteParams;
+use kube::{Api, ResourceExt};
 use serde_json::{json, Value};
-use tokio::sync::watch;
 
 pub const TOKEN: &str = "s3cr3t-cluster-token-for-fault-tests";
 pub const NAMESPACE: &str = "default";
 
-/// A component running as a task. Aborting the task drops its whole future at the next await
-/// point, which is what SIGKILL does to the process: no graceful step runs.
-pub struct Component {
-    pub task: tokio::task::JoinHandle<()>,
-    pub stop: watch::Sender<bool>,
-}
+/// The controller or the agent as a task: `kill` drops its whole future at the next await
+/// point, which is what SIGKILL does to the process as far as the API server can tell.
+pub use fluxconfig_testbed::system::Component;
 
-impl Component {
-    pub async fn kill(self) {
-        self.task.abort();
-        let _ = self.task.await;
-    }
-
-    pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
-        let _ = tokio::time::timeout(Duration::from_secs(30), self.task).await;
-    }
-}
-
+/// The shared whole-system harness (`fluxconfig_testbed::system`) with the fault suites'
+/// cluster and token, a management client of the data plane, and checks of the exact state.
 pub struct Bed {
-    pub server: ApiServer,
-    pub client: Client,
-    pub dataplane: Dataplane,
+    system: System,
     pub dp: client::Client,
-    pub sim: Option<fluxsim::Simulator>,
-    pub repo: fixtures::TutorialRepo,
-    pub dir: tempfile::TempDir,
+    _dir: tempfile::TempDir,
+}
+
+impl Deref for Bed {
+    type Target = System;
+    fn deref(&self) -> &System {
+        &self.system
+    }
 }
 
 impl Bed {
@@ -76,32 +61,10 @@ impl Bed {
         seed: impl FnOnce(&str) -> Vec<(String, Value)>,
     ) -> Bed {
         init_logs();
-        let server = apiserver::start(apiserver::Config::default())
-            .await
-            .expect("emulator");
-        let client = server.client().await.expect("client");
-        fluxsim::install_flux_crds(&client)
-            .await
-            .expect("flux CRDs");
-        install_fluxconfig_crd(&client).await;
         let dir = tempfile::tempdir().expect("tempdir");
-        let repo = fixtures::tutorial_repo(&dir.path().join("repo")).expect("fixture");
-        let sim = if with_sim {
-            let mut sim_config = fluxsim::SimConfig::default();
-            sim_config
-                .git_url_map
-                .insert(repo.url.clone(), repo.path.clone());
-            Some(
-                fluxsim::start(client.clone(), sim_config)
-                    .await
-                    .expect("simulator"),
-            )
-        } else {
-            None
-        };
-        let state_file = dir.path().join("dataplane-state.json");
-        let seeded = seed(&repo.url);
+        let seeded = seed(fixtures::TUTORIAL_URL);
         if !seeded.is_empty() {
+            let state_file = dir.path().join("dataplane-state.json");
             let (mut store, _) = dataplane::state::Store::load(&state_file).expect("state");
             for (name, properties) in seeded {
                 let properties = properties.as_object().cloned().expect("properties object");
@@ -110,33 +73,27 @@ impl Bed {
             let snapshot = store.snapshot().expect("snapshot");
             dataplane::state::write_atomically(&state_file, &snapshot.bytes).expect("state file");
         }
-        let dataplane = dataplane::start(DataplaneConfig::new(
-            "127.0.0.1:0".parse().expect("addr"),
-            state_file,
-            TOKEN,
-        ))
+        let system = System::start(Options {
+            dir: Some(dir.path().to_path_buf()),
+            flux: with_sim.then(fluxsim::SimConfig::default),
+            token: TOKEN.into(),
+            cluster: cluster(),
+            ..Options::default()
+        })
         .await
-        .expect("data plane");
-        std::fs::write(
-            dir.path().join("dataplane-ca.crt"),
-            dataplane.ca_pem().expect("TLS data plane"),
-        )
-        .expect("CA file");
-        let dp = dataplane.client().expect("data plane client");
+        .expect("system");
+        assert_eq!(system.repo.url, fixtures::TUTORIAL_URL, "seeded URL");
+        let dp = system.dataplane.client().expect("data plane client");
         Bed {
-            server,
-            client,
-            dataplane,
+            system,
             dp,
-            sim,
-            repo,
-            dir,
+            _dir: dir,
         }
     }
 
     /// A kubeconfig of the emulator, written once under the bed's directory.
     pub fn kubeconfig(&self) -> PathBuf {
-        let path = self.dir.path().join("kubeconfig");
+        let path = self.dir.as_path().join("kubeconfig");
         if !path.exists() {
             self.server.write_kubeconfig(&path).expect("kubeconfig");
         }
@@ -145,7 +102,7 @@ impl Bed {
 
     /// The bed's token file (written with the data plane's token on first use).
     pub fn token_file(&self) -> PathBuf {
-        let token = self.dir.path().join("token");
+        let token = self.dir.as_path().join("token");
         if !token.exists() {
             std::fs::write(&token, TOKEN).expect("token file");
         }
@@ -162,7 +119,7 @@ impl Bed {
         let mut args = process::agent_args(
             self.dataplane.url(),
             token_file,
-            Some(&self.dir.path().join("dataplane-ca.crt")),
+            Some(&self.dir.as_path().join("dataplane-ca.crt")),
             metrics_addr,
         );
         args.extend(["--long-poll-secs", "10", "--report-interval-secs", "60"].map(String::from));
@@ -173,7 +130,6 @@ impl Bed {
     pub fn spawn_agent(&self) -> process::Proc {
         let log = self
             .dir
-            .path()
             .join(format!("fluxconfig-agent-{}.log", fastrand::u32(..)));
         process::Proc::start_logging_to(log, self.agent_command(&self.token_file(), "127.0.0.1:0"))
     }
@@ -181,7 +137,7 @@ impl Bed {
     /// The real `fluxconfig-controller` binary against this bed, without leader election.
     pub fn spawn_controller(&self) -> process::Proc {
         process::Proc::start(
-            self.dir.path(),
+            self.dir.as_path(),
             "fluxconfig-controller",
             &process::controller_args("127.0.0.1:0"),
             &self.kubeconfig(),
@@ -189,31 +145,14 @@ impl Bed {
     }
 
     pub fn start_controller(&self) -> Component {
-        let (stop, rx) = watch::channel(false);
-        let config = RunConfig {
-            metrics_addr: "127.0.0.1:0".parse().expect("addr"),
-            lease: None,
-            concurrency: 4,
-            identity: "controller".into(),
-        };
-        let c = self.client.clone();
-        let task = tokio::spawn(async move {
-            let metrics = std::sync::Arc::new(Metrics::new().expect("metrics"));
-            fluxconfig_controller::run::run(c, config, metrics, rx)
-                .await
-                .expect("controller");
-        });
-        Component { task, stop }
+        self.system
+            .start_controller(self.system.controller_config())
     }
 
+    /// The agent with short long polls, report interval and backoff cap, so the suites move
+    /// quickly.
     pub fn agent_config(&self) -> AgentConfig {
-        let mut agent = AgentConfig::new(
-            self.dataplane.url().parse().expect("url"),
-            cluster(),
-            TokenSource::Static(TOKEN.into()),
-        );
-        agent.ca_file = Some(self.dir.path().join("dataplane-ca.crt"));
-        agent.metrics_addr = SocketAddr::from(([127, 0, 0, 1], 0));
+        let mut agent = self.system.agent_config().expect("agent config");
         agent.long_poll = Some(Duration::from_secs(10));
         agent.report_interval = Duration::from_secs(2);
         agent.max_backoff = Duration::from_secs(2);
@@ -221,14 +160,7 @@ impl Bed {
     }
 
     pub fn start_agent(&self, config: AgentConfig) -> Component {
-        let (stop, rx) = watch::channel(false);
-        let c = self.client.clone();
-        let task = tokio::spawn(async move {
-            fluxconfig_agent::run::run(c, config, rx)
-                .await
-                .expect("agent");
-        });
-        Component { task, stop }
+        self.system.start_agent(config)
     }
 
     /// Stores a configuration (management PUT of `properties` as given).
@@ -454,11 +386,7 @@ impl Bed {
     }
 
     pub async fn shutdown(self) {
-        if let Some(sim) = self.sim {
-            sim.shutdown().await;
-        }
-        self.dataplane.shutdown().await;
-        self.server.shutdown().await;
+        self.system.shutdown().await;
     }
 
     /// Removes what a run left behind directly through the API, finalizers included, so the
@@ -638,34 +566,6 @@ pub fn env_usize(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-async fn install_fluxconfig_crd(client: &Client) {
-    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join(fluxconfig_api::crdgen::CRD_PATH);
-    let text = std::fs::read_to_string(path).expect("CRD file");
-    let crd: CustomResourceDefinition = serde_saphyr::from_str(&text).expect("CRD YAML");
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    api.create(&PostParams::default(), &crd)
-        .await
-        .expect("create CRD");
-    within(
-        "FluxConfig CRD established",
-        Duration::from_secs(30),
-        || async {
-            api.get("fluxconfigs.clusterconfig.azure.com")
-                .await
-                .ok()
-                .and_then(|c| c.status)
-                .and_then(|s| s.conditions)
-                .is_some_and(|cs| {
-                    cs.iter()
-                        .any(|c| c.type_ == "Established" && c.status == "True")
-                })
-        },
-    )
-    .await;
 }
 
 /// Polls `check` until it holds; fails the test after `limit`. Returns the time it took.

@@ -102,6 +102,15 @@ impl Proc {
         self.child.wait().expect("wait")
     }
 
+    /// SIGTERM, as the kubelet sends on pod deletion.
+    pub fn sigterm(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -TERM {}", self.child.id());
+    }
+
     pub fn is_running(&mut self) -> bool {
         self.child.try_wait().expect("try_wait").is_none()
     }
