@@ -70,17 +70,23 @@ fn agent_args(
     process::agent_args(dataplane, token_file, ca_file, &format!("127.0.0.1:{port}"))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn agent_startup_configuration_errors_exit_naming_the_file() {
-    let dir = tempfile::tempdir().expect("tempdir");
+/// An API emulator, its kubeconfig and a token file, under `dir`.
+async fn emulator_and_files(dir: &Path) -> (apiserver::ApiServer, PathBuf, PathBuf) {
     let server = apiserver::start(apiserver::Config::default())
         .await
         .expect("emulator");
-    let kubeconfig = dir.path().join("kubeconfig");
+    let kubeconfig = dir.join("kubeconfig");
     server.write_kubeconfig(&kubeconfig).expect("kubeconfig");
-    let dp = format!("https://127.0.0.1:{}", closed_port());
-    let token = dir.path().join("token");
+    let token = dir.join("token");
     std::fs::write(&token, "t0ken").expect("token");
+    (server, kubeconfig, token)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_startup_configuration_errors_exit_naming_the_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (server, kubeconfig, token) = emulator_and_files(dir.path()).await;
+    let dp = format!("https://127.0.0.1:{}", closed_port());
 
     let bad_ca = dir.path().join("bad-ca.crt");
     std::fs::write(&bad_ca, "this is not a certificate").expect("bad CA");
@@ -124,17 +130,11 @@ async fn agent_startup_configuration_errors_exit_naming_the_file() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_runtime_outages_keep_it_serving_health() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = apiserver::start(apiserver::Config::default())
-        .await
-        .expect("emulator");
+    let (server, kubeconfig, token) = emulator_and_files(dir.path()).await;
     let client = server.client().await.expect("client");
     fluxconfig_testbed::fluxsim::install_fluxconfig_crd(&client)
         .await
         .expect("FluxConfig CRD");
-    let kubeconfig = dir.path().join("kubeconfig");
-    server.write_kubeconfig(&kubeconfig).expect("kubeconfig");
-    let token = dir.path().join("token");
-    std::fs::write(&token, "t0ken").expect("token");
 
     // Started together, checked one after the other: a missing token file, an empty one, and
     // a good one with the data plane down.
@@ -361,15 +361,9 @@ async fn unreadable_token_file_is_named_and_the_agent_recovers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_port_taken_exits_naming_the_address() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = apiserver::start(apiserver::Config::default())
-        .await
-        .expect("emulator");
-    let kubeconfig = dir.path().join("kubeconfig");
-    server.write_kubeconfig(&kubeconfig).expect("kubeconfig");
+    let (server, kubeconfig, token) = emulator_and_files(dir.path()).await;
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = taken.local_addr().expect("addr").to_string();
-    let token = dir.path().join("token");
-    std::fs::write(&token, "t0ken").expect("token");
 
     let dp = format!("https://127.0.0.1:{}", closed_port());
     let mut args = agent_args(&dp, &token, None, 0);
@@ -399,15 +393,9 @@ async fn metrics_port_taken_exits_naming_the_address() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_kubeconfig_and_bad_dataplane_urls_exit_naming_the_cause() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = apiserver::start(apiserver::Config::default())
-        .await
-        .expect("emulator");
-    let kubeconfig = dir.path().join("kubeconfig");
-    server.write_kubeconfig(&kubeconfig).expect("kubeconfig");
+    let (server, kubeconfig, token) = emulator_and_files(dir.path()).await;
     let garbage = dir.path().join("garbage-kubeconfig");
     std::fs::write(&garbage, "{{{ this: is: not [ a kubeconfig").expect("garbage");
-    let token = dir.path().join("token");
-    std::fs::write(&token, "t0ken").expect("token");
     let dp = format!("https://127.0.0.1:{}", closed_port());
 
     let mut p = Proc::start(
