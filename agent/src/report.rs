@@ -30,7 +30,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::apply::owned_selector;
-use crate::client::DataPlaneClient;
+use crate::client::{ClientError, DataPlaneClient};
 use crate::http::Health;
 use crate::metrics::{Metrics, STATE_REJECTED};
 use crate::run::stopped;
@@ -364,6 +364,12 @@ async fn send(
     let outcome = match result {
         Ok(()) => {
             tracing::debug!(configuration = %name, "reported status");
+            Ok(())
+        }
+        // The data plane no longer has the configuration: it is being deleted here too, and a
+        // retry would only meet the same answer until its FluxConfig is gone.
+        Err(ClientError::Http { status: 404, .. }) => {
+            tracing::debug!(configuration = %name, "the data plane no longer has this configuration; not reporting it");
             Ok(())
         }
         Err(e) => {

@@ -15,3 +15,8 @@ pub const MANAGED_BY_VALUE: &str = "fluxconfig-controller";
 pub const USE_MANAGED_SOURCE: &str = "clusterconfig.azure.com/use-managed-source";
 /// Finalizer the controller holds on a `FluxConfig` until its Flux objects are gone.
 pub const FINALIZER: &str = "clusterconfig.azure.com/finalizer";
+/// Digest of the desired state the controller last applied to a Flux object. Kept on the
+/// object, not in memory, so that a restarted controller finds its objects in place and writes
+/// nothing, and a field it stopped setting (absent from the object it would apply, so invisible
+/// to a field-by-field comparison) still changes what it compares.
+pub const APPLIED_DIGEST: &str = "clusterconfig.azure.com/applied-digest";

@@ -22,6 +22,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{json, Value};
+use tokio::sync::watch;
 use tracing::Instrument;
 
 use crate::compliance::{self, Observed};
@@ -35,6 +36,9 @@ pub const MANAGER: &str = "fluxconfig-controller";
 /// How long an unchanged desired object is trusted to still be in place before it is applied
 /// again; drift of Flux objects is caught sooner through their watches.
 const REAPPLY_AFTER: Duration = Duration::from_secs(600);
+
+/// How long a reconcile waits for the caches of Flux objects to hold their first list.
+const CACHE_SYNC_LIMIT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -68,6 +72,10 @@ pub enum Error {
     List { kind: String, source: kube::Error },
     #[error("serializing {0}")]
     Serialize(#[from] serde_json::Error),
+    #[error("the controller is stopping before its caches synced")]
+    CacheClosed,
+    #[error("the {0} cache has not synced yet (is its CRD installed?)")]
+    CacheNotSynced(&'static str),
 }
 
 impl Error {
@@ -82,6 +90,7 @@ impl Error {
             Error::Finalizer(_) => "finalizer",
             Error::List { .. } => "list",
             Error::Serialize(_) => "serialize",
+            Error::CacheClosed | Error::CacheNotSynced(_) => "cache",
         }
     }
 }
@@ -94,6 +103,52 @@ pub struct Stores {
     pub oci: Store<OCIRepository>,
     pub kustomizations: Store<Kustomization>,
     pub helm_releases: Store<HelmRelease>,
+    /// Which cache has yet to hold its first full list; `None` once all do. Published by
+    /// [`Stores::sync`].
+    pub unsynced: watch::Receiver<Option<&'static str>>,
+}
+
+impl Stores {
+    /// Publishes on `unsynced` as each cache holds its first full list. The one waiter per
+    /// cache: kube's readiness signal wakes only the last task to wait on it, so reconciles
+    /// that waited on it directly sat out the full time limit (seen after restarts).
+    pub async fn sync(&self, unsynced: watch::Sender<Option<&'static str>>) {
+        async fn ready<K>(
+            store: &Store<K>,
+            kind: &'static str,
+            unsynced: &watch::Sender<Option<&'static str>>,
+        ) -> bool
+        where
+            K: Resource<DynamicType = ()> + Clone + 'static,
+        {
+            unsynced.send_replace(Some(kind));
+            store.wait_until_ready().await.is_ok()
+        }
+        let synced = ready(&self.git, "GitRepository", &unsynced).await
+            && ready(&self.bucket, "Bucket", &unsynced).await
+            && ready(&self.oci, "OCIRepository", &unsynced).await
+            && ready(&self.kustomizations, "Kustomization", &unsynced).await
+            && ready(&self.helm_releases, "HelmRelease", &unsynced).await;
+        if synced {
+            unsynced.send_replace(None);
+        }
+    }
+
+    /// Resolves once every cache holds its first full list. Before that a missing object may
+    /// only be not yet listed: reconciling then would re-apply what is in place and roll up a
+    /// status from half the objects (both visible after every restart). A cache that does not
+    /// sync in time (its CRD missing, say) fails the reconcile with an error naming it.
+    async fn wait_until_synced(&self) -> Result<(), Error> {
+        let mut unsynced = self.unsynced.clone();
+        let synced = async move { unsynced.wait_for(Option::is_none).await.map(|_| ()) };
+        match tokio::time::timeout(CACHE_SYNC_LIMIT, synced).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(Error::CacheClosed),
+            Err(_) => Err(Error::CacheNotSynced(
+                self.unsynced.borrow().unwrap_or("Flux object"),
+            )),
+        }
+    }
 }
 
 pub struct Context {
@@ -101,8 +156,9 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     pub recorder: Recorder,
     pub stores: Stores,
-    /// Hash of the last successful apply per object, to keep steady state free of writes.
-    applied: Mutex<HashMap<String, (u64, Instant)>>,
+    /// Digest and time of the last apply of each unwatched object, to keep steady state free
+    /// of writes.
+    applied: Mutex<HashMap<String, (String, Instant)>>,
     /// Namespaces known to exist, so each is checked once.
     namespaces: Mutex<BTreeSet<String>>,
 }
@@ -134,6 +190,7 @@ pub async fn reconcile(config: Arc<FluxConfig>, ctx: Arc<Context>) -> Result<Act
         .ok_or(Error::MissingMetadata("namespace"))?;
     let span = tracing::info_span!("reconcile", namespace = %namespace, name = %name);
     let result = async {
+        ctx.stores.wait_until_synced().await?;
         if config.metadata.deletion_timestamp.is_some() {
             cleanup(&config, &name, &namespace, &ctx).await
         } else {
@@ -408,10 +465,11 @@ async fn apply_objects(objects: &FluxObjects, ctx: &Context) -> Result<(), Error
     Ok(())
 }
 
-/// Server-side applies one object unless it is already in place: this process applied exactly
-/// this desired state before (so no field it stopped setting still needs removing) and, for
-/// watched kinds, the cache shows it is still there (catching drift); unwatched kinds are trusted
-/// for REAPPLY_AFTER.
+/// Server-side applies one object unless it is already in place. A watched kind (sources and
+/// Kustomizations) carries the digest of its desired state as an annotation, so it is in place
+/// when the cache shows every desired field, digest included, on the live object: this catches
+/// drift and survives restarts. Unwatched kinds (generated Secrets and applier objects, a few
+/// per configuration at most) are trusted for REAPPLY_AFTER after this process applied them.
 async fn apply_one<K>(obj: &K, ctx: &Context, store: Option<&Store<K>>) -> Result<(), Error>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
@@ -423,23 +481,25 @@ where
     let name = obj.meta().name.clone().unwrap_or_default();
     let namespace = obj.meta().namespace.clone().unwrap_or_default();
     let kind = K::kind(&()).into_owned();
-    let desired = serde_json::to_value(obj)?;
+    let mut desired = serde_json::to_value(obj)?;
     let cache_key = format!("{kind}/{namespace}/{name}");
-    let hash = hash_value(&desired);
 
-    let last = ctx
-        .applied
-        .lock()
-        .ok()
-        .and_then(|a| a.get(&cache_key).copied());
-    let in_place = match (last, store) {
-        (Some((h, _)), Some(store)) if h == hash => store
-            .get(&ObjectRef::new(&name).within(&namespace))
-            .map(|live| serde_json::to_value(live.as_ref()).map(|l| contains(&l, &desired)))
-            .transpose()?
-            .unwrap_or(false),
-        (Some((h, at)), None) => h == hash && at.elapsed() < REAPPLY_AFTER,
-        _ => false,
+    let in_place = match store {
+        Some(store) => {
+            with_applied_digest(&mut desired);
+            match store.get(&ObjectRef::new(&name).within(&namespace)) {
+                Some(live) => contains(&serde_json::to_value(live.as_ref())?, &desired),
+                None => false,
+            }
+        }
+        None => {
+            let digest = applied_digest(&desired);
+            ctx.applied
+                .lock()
+                .ok()
+                .and_then(|a| a.get(&cache_key).cloned())
+                .is_some_and(|(d, at)| d == digest && at.elapsed() < REAPPLY_AFTER)
+        }
     };
     if in_place {
         return Ok(());
@@ -458,10 +518,33 @@ where
         source,
     })?;
     ctx.metrics.write("apply", &K::plural(&()));
-    if let Ok(mut a) = ctx.applied.lock() {
-        a.insert(cache_key, (hash, Instant::now()));
+    if store.is_none() {
+        if let Ok(mut a) = ctx.applied.lock() {
+            a.insert(cache_key, (applied_digest(&desired), Instant::now()));
+        }
     }
     Ok(())
+}
+
+/// A stable digest of a desired object (serde_json writes maps in a fixed order), short enough
+/// for an annotation and the same across restarts and versions of the controller.
+pub fn applied_digest(desired: &Value) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(&Sha256::digest(desired.to_string().as_bytes())[..12])
+}
+
+/// Adds the [`labels::APPLIED_DIGEST`] annotation, computed over the object without it.
+pub fn with_applied_digest(desired: &mut Value) {
+    let digest = applied_digest(desired);
+    if let Some(meta) = desired.get_mut("metadata").and_then(Value::as_object_mut) {
+        let annotations = meta.entry("annotations").or_insert(Value::Null);
+        if !annotations.is_object() {
+            *annotations = Value::Object(Default::default());
+        }
+        if let Some(a) = annotations.as_object_mut() {
+            a.insert(labels::APPLIED_DIGEST.to_string(), Value::String(digest));
+        }
+    }
 }
 
 /// Whether `live` already carries every field of `desired` with the same value (lists
@@ -474,13 +557,6 @@ pub fn contains(live: &Value, desired: &Value) -> bool {
         }),
         (l, d) => l == d,
     }
-}
-
-fn hash_value(v: &Value) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    v.to_string().hash(&mut h);
-    h.finish()
 }
 
 /// Deletes what the configuration no longer asks for: Kustomizations of removed
@@ -1025,4 +1101,66 @@ pub fn config_of(meta: &kube::api::ObjectMeta) -> Option<ObjectRef<FluxConfig>> 
     let name = labels.get(labels::CONFIG_NAME)?;
     let namespace = labels.get(labels::CONFIG_NAMESPACE)?;
     Some(ObjectRef::new(name).within(namespace))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stamped(mut desired: Value) -> Value {
+        with_applied_digest(&mut desired);
+        desired
+    }
+
+    #[test]
+    fn an_object_as_applied_is_in_place_with_fields_the_server_added() {
+        let desired = stamped(json!({
+            "metadata": {"name": "c-apps", "labels": {"a": "b"}},
+            "spec": {"path": "./apps", "prune": true}
+        }));
+        let mut live = desired.clone();
+        live["metadata"]["generation"] = json!(3);
+        live["spec"]["timeout"] = json!("5m");
+        live["status"] = json!({"conditions": []});
+        assert!(contains(&live, &desired));
+    }
+
+    #[test]
+    fn a_field_no_longer_set_changes_the_digest_so_the_object_is_applied_again() {
+        let before =
+            stamped(json!({"metadata": {"name": "c"}, "spec": {"path": "./a", "force": true}}));
+        let after = stamped(json!({"metadata": {"name": "c"}, "spec": {"path": "./a"}}));
+        // Field by field the old object still holds everything the new one sets...
+        let mut unstamped = after.clone();
+        unstamped["metadata"]["annotations"] = json!({});
+        assert!(contains(&before, &unstamped));
+        // ...but not its digest.
+        assert!(!contains(&before, &after));
+    }
+
+    #[test]
+    fn drift_in_an_owned_field_is_not_in_place() {
+        let desired = stamped(json!({"metadata": {"name": "c"}, "spec": {"path": "./a"}}));
+        let mut live = desired.clone();
+        live["spec"]["path"] = json!("./elsewhere");
+        assert!(!contains(&live, &desired));
+    }
+
+    #[test]
+    fn the_digest_is_stable_and_keeps_other_annotations() {
+        let desired = json!({"metadata": {"name": "c", "annotations": {"x": "y"}}, "spec": {}});
+        let a = stamped(desired.clone());
+        assert_eq!(a, stamped(desired));
+        assert_eq!(a["metadata"]["annotations"]["x"], "y");
+        let digest = a["metadata"]["annotations"][labels::APPLIED_DIGEST]
+            .as_str()
+            .expect("digest");
+        assert_eq!(digest.len(), 24);
+        // Fixed across builds and restarts (SHA-256 of the compact JSON, as any other tool
+        // computes it): a hash that changed would rewrite every object after an upgrade.
+        assert_eq!(
+            applied_digest(&json!({"metadata": {"name": "c"}})),
+            "d9a3c84485fd70721fa58e29"
+        );
+    }
 }

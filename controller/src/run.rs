@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fluxconfig_api::flux::{Bucket, GitRepository, HelmRelease, Kustomization, OCIRepository};
-use fluxconfig_api::FluxConfig;
+use fluxconfig_api::{labels, FluxConfig};
 use futures::{FutureExt, StreamExt};
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::{self, ReflectHandle, Store};
+use kube::runtime::reflector::{self, ObjectRef, ReflectHandle, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
@@ -135,11 +135,14 @@ async fn lead_while_elected(
 }
 
 /// A shared reflector: its store, a subscription for the controller, and the future that
-/// drives the watch (counting restarts).
+/// drives the watch (counting restarts). `on_delete` sees every deleted object: kube's shared
+/// subscriptions carry only objects that still exist, so a deletion would otherwise wake no
+/// owner.
 fn shared<K>(
     client: &Client,
     metrics: &Arc<Metrics>,
     compact: fn(&mut K),
+    on_delete: impl Fn(&K) + Send + 'static,
 ) -> Result<
     (
         Store<K>,
@@ -169,9 +172,13 @@ where
         .modify(compact)
         .reflect_shared(writer)
         .for_each(move |event| {
-            if let Err(e) = event {
-                metrics.watch_restarts.with_label_values(&[&resource]).inc();
-                tracing::error!(resource = %resource, error = %e, "watch failed; restarting");
+            match event {
+                Ok(watcher::Event::Delete(o)) => on_delete(&o),
+                Ok(_) => {}
+                Err(e) => {
+                    metrics.watch_restarts.with_label_values(&[&resource]).inc();
+                    tracing::error!(resource = %resource, error = %e, "watch failed; restarting");
+                }
             }
             futures::future::ready(())
         });
@@ -184,17 +191,34 @@ fn without_managed<K: Resource>(o: &mut K) {
 }
 
 /// The sources and Kustomizations the controller applies are compared with what it would apply
-/// (name, namespace, labels, owner references, spec) and rolled up (status, generation,
-/// creation and deletion time); the rest of their metadata is never read.
+/// (name, namespace, labels, the applied-digest annotation, owner references, spec) and rolled
+/// up (status, generation, creation and deletion time); the rest of their metadata is never read.
 fn compact_applied<K: Resource>(o: &mut K) {
     let meta = o.meta_mut();
     meta.managed_fields = None;
-    meta.annotations = None;
+    if let Some(a) = meta.annotations.as_mut() {
+        a.retain(|k, _| k == labels::APPLIED_DIGEST);
+        if a.is_empty() {
+            meta.annotations = None;
+        }
+    }
     meta.finalizers = None;
     meta.uid = None;
     meta.resource_version = None;
     meta.generate_name = None;
     meta.self_link = None;
+}
+
+type Wake = futures::channel::mpsc::UnboundedSender<ObjectRef<FluxConfig>>;
+
+/// Wakes the FluxConfig a deleted generated object belongs to.
+fn wake_owner<K: Resource>(tx: &Wake) -> impl Fn(&K) + Send + 'static {
+    let tx = tx.clone();
+    move |o| {
+        if let Some(config) = reconciler::config_of(o.meta()) {
+            let _ = tx.unbounded_send(config);
+        }
+    }
 }
 
 /// How long a stop waits for running reconciles; well inside Kubernetes' default 30 s
@@ -208,20 +232,41 @@ async fn run_controller(
     stop: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<(), RunError> {
     let stop = stop.shared();
+    // Deleted Flux objects wake the FluxConfig they belong to (a deletion it waits for, or
+    // drift to repair) through this channel.
+    let (deleted_tx, deleted_rx) = futures::channel::mpsc::unbounded::<ObjectRef<FluxConfig>>();
     let (cfg_store, cfg_sub, cfg_drive) =
-        shared::<FluxConfig>(&client, &metrics, reconciler::compact_cached_config)?;
-    let (git, git_sub, git_drive) = shared::<GitRepository>(&client, &metrics, compact_applied)?;
-    let (bucket, bucket_sub, bucket_drive) = shared::<Bucket>(&client, &metrics, compact_applied)?;
-    let (oci, oci_sub, oci_drive) = shared::<OCIRepository>(&client, &metrics, compact_applied)?;
-    let (ks, ks_sub, ks_drive) = shared::<Kustomization>(&client, &metrics, compact_applied)?;
-    let (hr, hr_sub, hr_drive) = shared::<HelmRelease>(&client, &metrics, without_managed)?;
+        shared::<FluxConfig>(&client, &metrics, reconciler::compact_cached_config, |_| {})?;
+    let (git, git_sub, git_drive) =
+        shared::<GitRepository>(&client, &metrics, compact_applied, wake_owner(&deleted_tx))?;
+    let (bucket, bucket_sub, bucket_drive) =
+        shared::<Bucket>(&client, &metrics, compact_applied, wake_owner(&deleted_tx))?;
+    let (oci, oci_sub, oci_drive) =
+        shared::<OCIRepository>(&client, &metrics, compact_applied, wake_owner(&deleted_tx))?;
+    let (ks, ks_sub, ks_drive) =
+        shared::<Kustomization>(&client, &metrics, compact_applied, wake_owner(&deleted_tx))?;
+    let hr_tx = deleted_tx.clone();
+    let ks_for_deleted = ks.clone();
+    let (hr, hr_sub, hr_drive) =
+        shared::<HelmRelease>(&client, &metrics, without_managed, move |hr| {
+            if let Some(config) = reconciler::helm_release_owner(hr, &ks_for_deleted) {
+                let _ = hr_tx.unbounded_send(config);
+            }
+        })?;
+    drop(deleted_tx);
 
+    let (unsynced_tx, unsynced) = watch::channel(Some("GitRepository"));
     let stores = Stores {
         git,
         bucket,
         oci,
         kustomizations: ks.clone(),
         helm_releases: hr,
+        unsynced,
+    };
+    let sync = {
+        let stores = stores.clone();
+        async move { stores.sync(unsynced_tx).await }
     };
     let recorder = Recorder::new(
         client.clone(),
@@ -241,6 +286,7 @@ async fn run_controller(
         .watches_shared_stream(hr_sub, move |hr: Arc<HelmRelease>| {
             reconciler::helm_release_owner(&hr, &ks_for_mapper)
         })
+        .reconcile_on(deleted_rx)
         .with_config(controller::Config::default().concurrency(config.concurrency))
         .graceful_shutdown_on(stop.clone())
         .run(reconciler::reconcile, reconciler::error_policy, ctx)
@@ -256,6 +302,7 @@ async fn run_controller(
             Box::pin(oci_drive),
             Box::pin(ks_drive),
             Box::pin(hr_drive),
+            Box::pin(sync),
         ]) => {}
         // The controller drains its running reconciles on stop, but only once its caches have
         // synced: with the API server unreachable it would never stop.

@@ -753,3 +753,54 @@ async fn metrics_and_events_tell_what_happened() {
     .await;
     cluster.shutdown().await;
 }
+
+/// Every API write a controller has counted, whatever the verb and resource.
+fn controller_writes(metrics: &Metrics) -> u64 {
+    metrics
+        .render()
+        .lines()
+        .filter(|l| l.starts_with("fluxconfig_controller_api_writes_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restarted_controller_writes_nothing_for_objects_in_place_and_repairs_drift() {
+    let mut cluster = Cluster::start().await;
+    let api = cluster.configs("cluster-config");
+    apply_config(&cluster, "cluster-config", &tutorial(&cluster.repo.url)).await;
+    wait_for_state(&api, "cluster-config", ComplianceState::Compliant).await;
+    assert!(controller_writes(&cluster.controllers[0].2) > 0);
+    cluster.stop_controller(0).await;
+
+    let second = cluster.start_controller(None);
+    let metrics = cluster.controllers[second].2.clone();
+    eventually("the restarted controller reconciled", || async {
+        metrics.reconciles.with_label_values(&["success"]).get() > 0
+    })
+    .await;
+    assert_eq!(
+        controller_writes(&metrics),
+        0,
+        "a restart finds the source, Kustomizations and status in place: {}",
+        metrics.render()
+    );
+
+    // Someone else edits a field the controller owns: it is put back.
+    let ks: Api<Kustomization> = Api::namespaced(cluster.client.clone(), "cluster-config");
+    ks.patch(
+        "cluster-config-apps",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"path": "./drifted"}})),
+    )
+    .await
+    .expect("edit");
+    eventually("the drifted path restored", || async {
+        ks.get("cluster-config-apps")
+            .await
+            .is_ok_and(|k| k.spec.path.as_deref() == Some("./apps/staging"))
+    })
+    .await;
+    assert!(controller_writes(&metrics) > 0);
+    cluster.shutdown().await;
+}

@@ -93,7 +93,8 @@ struct StateDocument {
     clusters: BTreeMap<String, ClusterState>,
 }
 
-/// The in-memory state. Every mutation returns `Some(snapshot)` for the caller to persist.
+/// The in-memory state. Callers count each mutation ([`Store::changed`]) and persist a snapshot
+/// taken after it.
 #[derive(Debug)]
 pub struct Store {
     doc: StateDocument,
@@ -151,8 +152,14 @@ impl Store {
         }
     }
 
-    pub fn snapshot(&mut self) -> Result<Snapshot, StateError> {
+    /// Counts a mutation; the number orders it against the snapshots written.
+    pub fn changed(&mut self) -> u64 {
         self.seq += 1;
+        self.seq
+    }
+
+    /// The state as it is now, covering every mutation counted so far.
+    pub fn snapshot(&self) -> Result<Snapshot, StateError> {
         Ok(Snapshot {
             seq: self.seq,
             bytes: serde_json::to_vec_pretty(&self.doc)?,
