@@ -27,6 +27,7 @@
 //! - [`metrics`], [`http`], [`telemetry`]: observability
 
 pub mod apply;
+pub mod cli;
 pub mod client;
 pub mod config;
 pub mod http;

@@ -1,6 +1,7 @@
 //! fluxconfig-controller: expands each `FluxConfig` into Flux objects and rolls their status up
 //! into compliance. Pure decisions (translation, compliance) live apart from cluster I/O.
 
+pub mod cli;
 pub mod compliance;
 pub mod duration;
 pub mod http;

@@ -7,6 +7,7 @@ pub mod azcli;
 pub mod bench;
 pub mod bench_apiserver;
 pub mod bench_propagation;
+pub mod cli;
 pub mod dataplane;
 pub mod fixtures;
 pub mod fluxsim;
