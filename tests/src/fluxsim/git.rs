@@ -1,10 +1,10 @@
 //! source-controller's git side, done with the real `git` CLI: resolving a GitRepository's ref
 //! to a revision and reading files at a commit. Blocking; callers run it on the blocking pool.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 use sha1::Digest as _;
@@ -84,7 +84,14 @@ pub struct Git {
     cache: PathBuf,
     /// Fetches into the mirrors are serialised: concurrent ones would trip over git's locks.
     fetch_lock: Mutex<()>,
+    /// Trees already listed, by repository and commit. A commit never changes, so these never
+    /// go stale; without them every Kustomization reconcile cost git processes, a quarter of
+    /// the machine's CPU in `testbed bench` at thousands of configurations on one repository.
+    trees: Mutex<HashMap<(PathBuf, String), Arc<Tree>>>,
 }
+
+/// Trees kept at most; past this the cache starts over (tests and benches use a handful).
+const TREES_KEPT: usize = 256;
 
 /// The repository a URL names, whatever the transport: `https://github.com/A/r`,
 /// `ssh://git@github.com/A/r.git` and `git@github.com:A/r` all become `github.com/a/r`, so one
@@ -123,6 +130,7 @@ impl Git {
             map,
             cache,
             fetch_lock: Mutex::new(()),
+            trees: Mutex::new(HashMap::new()),
         }
     }
 
@@ -202,7 +210,7 @@ impl Git {
         let Some(dir) = self.repo_dir(&location)? else {
             return Ok(synthetic(url, reference));
         };
-        let refs = ls_remote(&dir, url)?;
+        let refs = list_refs(&dir, url)?;
         let field = |f: &str| reference[f].as_str().filter(|s| !s.is_empty());
         let fail = |what: String| {
             GitError::Ref(format!(
@@ -277,17 +285,35 @@ impl Git {
             }
             Location::Unreachable => return Ok(None),
         };
-        let listing = git(Some(&dir), &["ls-tree", "-r", "-z", "--name-only", commit])?;
+        let key = (dir, commit.to_string());
+        let lock = || match self.trees.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        if let Some(tree) = lock().get(&key) {
+            return Ok(Some(Snapshot { tree: tree.clone() }));
+        }
+        let listing = git(
+            Some(&key.0),
+            &["ls-tree", "-r", "-z", "--name-only", commit],
+        )?;
         let files = listing
             .split('\0')
             .filter(|s| !s.is_empty())
             .map(str::to_string)
             .collect();
-        Ok(Some(Snapshot {
-            repo: dir,
-            commit: commit.to_string(),
+        let tree = Arc::new(Tree {
+            repo: key.0.clone(),
+            commit: key.1.clone(),
             files,
-        }))
+            blobs: Mutex::new(HashMap::new()),
+        });
+        let mut trees = lock();
+        if trees.len() >= TREES_KEPT {
+            trees.clear();
+        }
+        trees.insert(key, tree.clone());
+        Ok(Some(Snapshot { tree }))
     }
 }
 
@@ -319,17 +345,30 @@ fn synthetic(url: &str, reference: &Value) -> Resolved {
     }
 }
 
-fn ls_remote(dir: &Path, url: &str) -> Result<Vec<(String, String)>, GitError> {
-    let dir_arg = dir.to_string_lossy().into_owned();
-    let out = git(None, &["ls-remote", &dir_arg])
-        .map_err(|e| GitError::Ref(format!("unable to list remote refs of '{url}': {e}")))?;
-    Ok(out
-        .lines()
-        .filter_map(|l| {
-            let (sha, name) = l.split_once('\t')?;
-            Some((sha.trim().to_string(), name.trim().to_string()))
-        })
-        .collect())
+/// The refs of a repository as `git ls-remote` lists them (annotated tags also peeled, as
+/// `<tag>^{}`), read in the repository itself: one git process instead of ls-remote's three
+/// (it runs `git-upload-pack` through a shell).
+fn list_refs(dir: &Path, url: &str) -> Result<Vec<(String, String)>, GitError> {
+    let out = git(
+        Some(dir),
+        &[
+            "for-each-ref",
+            "--format=%(objectname) %(refname) %(*objectname)",
+        ],
+    )
+    .map_err(|e| GitError::Ref(format!("unable to list remote refs of '{url}': {e}")))?;
+    let mut refs = Vec::new();
+    for line in out.lines() {
+        let mut parts = line.split(' ');
+        let (Some(sha), Some(name)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        refs.push((sha.to_string(), name.to_string()));
+        if let Some(target) = parts.next().filter(|t| !t.is_empty()) {
+            refs.push((target.to_string(), format!("{name}^{{}}")));
+        }
+    }
+    Ok(refs)
 }
 
 /// The commit a ref points at (an annotated tag is peeled to its commit).
@@ -409,33 +448,48 @@ fn highest_matching_tag(refs: &[(String, String)], text: &str) -> Option<(String
 
 /// The files of one commit.
 pub struct Snapshot {
+    tree: Arc<Tree>,
+}
+
+struct Tree {
     repo: PathBuf,
     commit: String,
     files: BTreeSet<String>,
+    /// Files already read.
+    blobs: Mutex<HashMap<String, String>>,
 }
 
 impl Snapshot {
     pub fn files(&self) -> &BTreeSet<String> {
-        &self.files
+        &self.tree.files
     }
 
     pub fn is_file(&self, path: &str) -> bool {
-        self.files.contains(path)
+        self.tree.files.contains(path)
     }
 
     pub fn is_dir(&self, path: &str) -> bool {
         if path.is_empty() {
-            return !self.files.is_empty();
+            return !self.tree.files.is_empty();
         }
         let prefix = format!("{path}/");
-        self.files.iter().any(|f| f.starts_with(&prefix))
+        self.tree.files.iter().any(|f| f.starts_with(&prefix))
     }
 
     pub fn read(&self, path: &str) -> Result<String, GitError> {
-        git(
-            Some(&self.repo),
-            &["cat-file", "blob", &format!("{}:{path}", self.commit)],
-        )
+        let blobs = || match self.tree.blobs.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        if let Some(content) = blobs().get(path) {
+            return Ok(content.clone());
+        }
+        let content = git(
+            Some(&self.tree.repo),
+            &["cat-file", "blob", &format!("{}:{path}", self.tree.commit)],
+        )?;
+        blobs().insert(path.to_string(), content.clone());
+        Ok(content)
     }
 }
 
