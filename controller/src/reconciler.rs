@@ -483,23 +483,22 @@ where
     let kind = K::kind(&()).into_owned();
     let mut desired = serde_json::to_value(obj)?;
     let cache_key = format!("{kind}/{namespace}/{name}");
+    let digest = applied_digest(&desired);
 
     let in_place = match store {
         Some(store) => {
-            with_applied_digest(&mut desired);
+            stamp_applied_digest(&mut desired, &digest);
             match store.get(&ObjectRef::new(&name).within(&namespace)) {
                 Some(live) => contains(&serde_json::to_value(live.as_ref())?, &desired),
                 None => false,
             }
         }
-        None => {
-            let digest = applied_digest(&desired);
-            ctx.applied
-                .lock()
-                .ok()
-                .and_then(|a| a.get(&cache_key).cloned())
-                .is_some_and(|(d, at)| d == digest && at.elapsed() < REAPPLY_AFTER)
-        }
+        None => ctx
+            .applied
+            .lock()
+            .ok()
+            .and_then(|a| a.get(&cache_key).cloned())
+            .is_some_and(|(d, at)| d == digest && at.elapsed() < REAPPLY_AFTER),
     };
     if in_place {
         return Ok(());
@@ -520,7 +519,7 @@ where
     ctx.metrics.write("apply", &K::plural(&()));
     if store.is_none() {
         if let Ok(mut a) = ctx.applied.lock() {
-            a.insert(cache_key, (applied_digest(&desired), Instant::now()));
+            a.insert(cache_key, (digest, Instant::now()));
         }
     }
     Ok(())
@@ -533,16 +532,18 @@ pub fn applied_digest(desired: &Value) -> String {
     hex::encode(&Sha256::digest(desired.to_string().as_bytes())[..12])
 }
 
-/// Adds the [`labels::APPLIED_DIGEST`] annotation, computed over the object without it.
-pub fn with_applied_digest(desired: &mut Value) {
-    let digest = applied_digest(desired);
+/// Adds the [`labels::APPLIED_DIGEST`] annotation (`digest` of the object without it).
+pub fn stamp_applied_digest(desired: &mut Value, digest: &str) {
     if let Some(meta) = desired.get_mut("metadata").and_then(Value::as_object_mut) {
         let annotations = meta.entry("annotations").or_insert(Value::Null);
         if !annotations.is_object() {
             *annotations = Value::Object(Default::default());
         }
         if let Some(a) = annotations.as_object_mut() {
-            a.insert(labels::APPLIED_DIGEST.to_string(), Value::String(digest));
+            a.insert(
+                labels::APPLIED_DIGEST.to_string(),
+                Value::String(digest.to_string()),
+            );
         }
     }
 }
@@ -1108,7 +1109,8 @@ mod tests {
     use super::*;
 
     fn stamped(mut desired: Value) -> Value {
-        with_applied_digest(&mut desired);
+        let digest = applied_digest(&desired);
+        stamp_applied_digest(&mut desired, &digest);
         desired
     }
 

@@ -211,14 +211,22 @@ fn compact_applied<K: Resource>(o: &mut K) {
 
 type Wake = futures::channel::mpsc::UnboundedSender<ObjectRef<FluxConfig>>;
 
-/// Wakes the FluxConfig a deleted generated object belongs to.
-fn wake_owner<K: Resource>(tx: &Wake) -> impl Fn(&K) + Send + 'static {
+/// Wakes the FluxConfig `owner` names for a deleted object.
+fn wake<K>(
+    tx: &Wake,
+    owner: impl Fn(&K) -> Option<ObjectRef<FluxConfig>> + Send + 'static,
+) -> impl Fn(&K) + Send + 'static {
     let tx = tx.clone();
     move |o| {
-        if let Some(config) = reconciler::config_of(o.meta()) {
+        if let Some(config) = owner(o) {
             let _ = tx.unbounded_send(config);
         }
     }
+}
+
+/// The FluxConfig a generated object (source, Kustomization) belongs to.
+fn generator<K: Resource>(o: &K) -> Option<ObjectRef<FluxConfig>> {
+    reconciler::config_of(o.meta())
 }
 
 /// How long a stop waits for running reconciles; well inside Kubernetes' default 30 s
@@ -234,26 +242,27 @@ async fn run_controller(
     let stop = stop.shared();
     // Deleted Flux objects wake the FluxConfig they belong to (a deletion it waits for, or
     // drift to repair) through this channel.
-    let (deleted_tx, deleted_rx) = futures::channel::mpsc::unbounded::<ObjectRef<FluxConfig>>();
+    let (wakes, woken) = futures::channel::mpsc::unbounded::<ObjectRef<FluxConfig>>();
     let (cfg_store, cfg_sub, cfg_drive) =
         shared::<FluxConfig>(&client, &metrics, reconciler::compact_cached_config, |_| {})?;
     let (git, git_sub, git_drive) =
-        shared::<GitRepository>(&client, &metrics, compact_applied, wake_owner(&deleted_tx))?;
+        shared::<GitRepository>(&client, &metrics, compact_applied, wake(&wakes, generator))?;
     let (bucket, bucket_sub, bucket_drive) =
-        shared::<Bucket>(&client, &metrics, compact_applied, wake_owner(&deleted_tx))?;
+        shared::<Bucket>(&client, &metrics, compact_applied, wake(&wakes, generator))?;
     let (oci, oci_sub, oci_drive) =
-        shared::<OCIRepository>(&client, &metrics, compact_applied, wake_owner(&deleted_tx))?;
+        shared::<OCIRepository>(&client, &metrics, compact_applied, wake(&wakes, generator))?;
     let (ks, ks_sub, ks_drive) =
-        shared::<Kustomization>(&client, &metrics, compact_applied, wake_owner(&deleted_tx))?;
-    let hr_tx = deleted_tx.clone();
+        shared::<Kustomization>(&client, &metrics, compact_applied, wake(&wakes, generator))?;
     let ks_for_deleted = ks.clone();
-    let (hr, hr_sub, hr_drive) =
-        shared::<HelmRelease>(&client, &metrics, without_managed, move |hr| {
-            if let Some(config) = reconciler::helm_release_owner(hr, &ks_for_deleted) {
-                let _ = hr_tx.unbounded_send(config);
-            }
-        })?;
-    drop(deleted_tx);
+    let (hr, hr_sub, hr_drive) = shared::<HelmRelease>(
+        &client,
+        &metrics,
+        without_managed,
+        wake(&wakes, move |hr| {
+            reconciler::helm_release_owner(hr, &ks_for_deleted)
+        }),
+    )?;
+    drop(wakes);
 
     let (unsynced_tx, unsynced) = watch::channel(Some("GitRepository"));
     let stores = Stores {
@@ -286,7 +295,7 @@ async fn run_controller(
         .watches_shared_stream(hr_sub, move |hr: Arc<HelmRelease>| {
             reconciler::helm_release_owner(&hr, &ks_for_mapper)
         })
-        .reconcile_on(deleted_rx)
+        .reconcile_on(woken)
         .with_config(controller::Config::default().concurrency(config.concurrency))
         .graceful_shutdown_on(stop.clone())
         .run(reconciler::reconcile, reconciler::error_policy, ctx)
