@@ -29,7 +29,8 @@ use base64::Engine as _;
 
 use crate::fluxconfig::{
     AzureBlobDefinition, BucketDefinition, GitRepositoryDefinition, KustomizationDefinition,
-    OciRepositoryDefinition, PostBuildDefinition, RepositoryRefDefinition, VerifyDefinition,
+    Kustomizations, OciRepositoryDefinition, PostBuildDefinition, RepositoryRefDefinition,
+    VerifyDefinition,
 };
 use crate::protected::{self, ProtectedSettings};
 use crate::{FluxConfig, FluxConfigSpec, SourceKind};
@@ -1483,11 +1484,7 @@ fn check_verify(c: &mut Collector, verify: &VerifyDefinition) {
 // ---------------------------------------------------------------------------------------------
 // Kustomizations
 
-fn check_kustomizations(
-    c: &mut Collector,
-    config: Option<&str>,
-    kustomizations: &BTreeMap<String, KustomizationDefinition>,
-) {
+fn check_kustomizations(c: &mut Collector, config: Option<&str>, kustomizations: &Kustomizations) {
     let defined: Vec<&str> = kustomizations
         .keys()
         .map(String::as_str)
@@ -1662,7 +1659,7 @@ fn check_post_build(c: &mut Collector, base: &str, post_build: &PostBuildDefinit
 
 /// Reports each distinct dependency cycle once, starting at its alphabetically first member so the
 /// report is stable.
-fn check_cycles(c: &mut Collector, kustomizations: &BTreeMap<String, KustomizationDefinition>) {
+fn check_cycles(c: &mut Collector, kustomizations: &Kustomizations) {
     let mut edges: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for (name, k) in kustomizations {
         let mut deps: Vec<&str> = Vec::new();

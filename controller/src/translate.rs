@@ -15,7 +15,7 @@ use fluxconfig_api::flux::{
 };
 use fluxconfig_api::fluxconfig::{
     AzureBlobDefinition, BucketDefinition, GitRepositoryDefinition, KustomizationDefinition,
-    OciRepositoryDefinition,
+    Kustomizations, OciRepositoryDefinition,
 };
 use fluxconfig_api::protected::{self, ProtectedSettings};
 use fluxconfig_api::validation::{self, kustomization_object_name, ValidationErrors};
@@ -612,9 +612,7 @@ fn is_github(url: Option<&str>) -> bool {
 /// Kustomizations with their dependencies first (ties by name), so a rendered stream and the
 /// apply order read top-down like the dependency graph. Validation has ruled out cycles; should
 /// one slip through, the remaining entries are appended by name rather than lost.
-fn dependency_order(
-    all: &BTreeMap<String, KustomizationDefinition>,
-) -> Vec<(&String, &KustomizationDefinition)> {
+fn dependency_order(all: &Kustomizations) -> Vec<(&String, &KustomizationDefinition)> {
     let mut ordered: Vec<(&String, &KustomizationDefinition)> = Vec::with_capacity(all.len());
     let mut placed = std::collections::BTreeSet::new();
     while ordered.len() < all.len() {
@@ -629,7 +627,11 @@ fn dependency_order(
             })
             .collect();
         if ready.is_empty() {
-            ordered.extend(all.iter().filter(|(n, _)| !placed.contains(n.as_str())));
+            ordered.extend(
+                all.iter()
+                    .filter(|(n, _)| !placed.contains(n.as_str()))
+                    .map(|(n, def)| (n, def.as_ref())),
+            );
             break;
         }
         for (name, def) in ready {
