@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fluxconfig_api::flux::{Bucket, GitRepository, HelmRelease, Kustomization, OCIRepository};
-use fluxconfig_api::{labels, FluxConfig};
+use fluxconfig_api::FluxConfig;
 use futures::{FutureExt, StreamExt};
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::events::{Recorder, Reporter};
@@ -191,17 +191,12 @@ fn without_managed<K: Resource>(o: &mut K) {
 }
 
 /// The sources and Kustomizations the controller applies are compared with what it would apply
-/// (name, namespace, labels, the applied-digest annotation, owner references, spec) and rolled
-/// up (status, generation, creation and deletion time); the rest of their metadata is never read.
+/// (name, namespace, labels, the applied digest, owner references, spec) and rolled up (status,
+/// generation, creation and deletion time); the rest of their metadata is never read.
 fn compact_applied<K: Resource>(o: &mut K) {
     let meta = o.meta_mut();
     meta.managed_fields = None;
-    if let Some(a) = meta.annotations.as_mut() {
-        a.retain(|k, _| k == labels::APPLIED_DIGEST);
-        if a.is_empty() {
-            meta.annotations = None;
-        }
-    }
+    reconciler::compact_cached_metadata(meta);
     meta.finalizers = None;
     meta.uid = None;
     meta.resource_version = None;
