@@ -9,6 +9,8 @@ use std::sync::{Arc, Mutex};
 use serde_json::Value;
 use sha1::Digest as _;
 
+use super::lock;
+
 #[derive(Debug, thiserror::Error)]
 pub enum GitError {
     #[error("running git: {0}")]
@@ -179,10 +181,7 @@ impl Git {
 
     fn fetch(&self, url: &str) -> Result<PathBuf, GitError> {
         let mirror = self.mirror_path(url);
-        let _guard = match self.fetch_lock.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
+        let _guard = lock(&self.fetch_lock);
         if !mirror.join("HEAD").exists() {
             std::fs::create_dir_all(&mirror)?;
             git(Some(&mirror), &["init", "--bare", "-q"])?;
@@ -286,11 +285,7 @@ impl Git {
             Location::Unreachable => return Ok(None),
         };
         let key = (dir, commit.to_string());
-        let lock = || match self.trees.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
-        if let Some(tree) = lock().get(&key) {
+        if let Some(tree) = lock(&self.trees).get(&key) {
             return Ok(Some(Snapshot { tree: tree.clone() }));
         }
         let listing = git(
@@ -308,7 +303,7 @@ impl Git {
             files,
             blobs: Mutex::new(HashMap::new()),
         });
-        let mut trees = lock();
+        let mut trees = lock(&self.trees);
         if trees.len() >= TREES_KEPT {
             trees.clear();
         }
@@ -477,18 +472,14 @@ impl Snapshot {
     }
 
     pub fn read(&self, path: &str) -> Result<String, GitError> {
-        let blobs = || match self.tree.blobs.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
-        if let Some(content) = blobs().get(path) {
+        if let Some(content) = lock(&self.tree.blobs).get(path) {
             return Ok(content.clone());
         }
         let content = git(
             Some(&self.tree.repo),
             &["cat-file", "blob", &format!("{}:{path}", self.tree.commit)],
         )?;
-        blobs().insert(path.to_string(), content.clone());
+        lock(&self.tree.blobs).insert(path.to_string(), content.clone());
         Ok(content)
     }
 }
